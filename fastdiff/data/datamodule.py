@@ -1,0 +1,158 @@
+"""Lightning data module: builds a registered data set by name, splits off validation, serves loaders.
+
+Validation data: a data set with a native validation split (class attribute ``val_split``: digits ->
+"val", cifar10 -> "test") is built twice, with ``split="train"`` for training and ``split=val_split``
+for validation; ``split`` is therefore chosen here and must not be passed. Any other data set is
+split by a fixed permutation (seed 0): ``val_fraction`` of it is held out for validation and the
+rest trains; with ``val_fraction=0`` validation reuses the first training items. The validation set
+is capped at ``val_size`` items so that validation stays cheap.
+
+Loaders are plain DataLoaders (train: shuffle, drop_last), so Lightning can swap in its
+DistributedSampler under DDP.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from fastdiff.registry import DATASETS, build
+
+SPLIT_SEED = 0
+
+
+class RandomHFlip(Dataset):
+    """Wraps an image data set; flips each item along its width with probability p."""
+
+    def __init__(self, base: Dataset, p: float = 0.5) -> None:
+        self.base = base
+        self.p = p
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        x = self.base[index]
+        return x.flip(-1) if torch.rand(()) < self.p else x
+
+
+def _check_options(cls: Any, name: str, options: dict[str, Any]) -> None:
+    params = inspect.signature(cls).parameters
+    if "split" in options and getattr(cls, "val_split", None) is not None:
+        raise ValueError(
+            f"dataset {name!r}: 'split' is chosen by the data module (train for training, "
+            f"{cls.val_split!r} for validation); remove it"
+        )
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        allowed = ", ".join(k for k in params if k != "split")
+        raise TypeError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {allowed}")
+
+
+class DiffusionDataModule(LightningDataModule):
+    """Data module for one registered data set (``name``) with its constructor options as keywords."""
+
+    def __init__(
+        self,
+        name: str,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_fraction: float = 0.05,
+        val_size: int = 1024,
+        hflip: bool = False,
+        **dataset_options: Any,
+    ) -> None:
+        super().__init__()
+        self.dataset_cls = DATASETS.get(name)
+        _check_options(self.dataset_cls, name, dataset_options)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size <= 0:
+            raise ValueError(f"val_size must be a positive int, got {val_size!r}")
+        if hflip and self.dataset_cls.kind != "image":
+            raise ValueError(f"hflip applies to image data only; dataset {name!r} is {self.dataset_cls.kind!r} data")
+        self.save_hyperparameters()
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = float(val_fraction)
+        self.val_size = val_size
+        self.hflip = bool(hflip)
+        self.dataset_options = dict(dataset_options)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    # ------------------------------------------------------------------ data sets
+    @property
+    def kind(self) -> str:
+        """Either "vector" or "image", from the data set class."""
+        return self.dataset_cls.kind
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Shape of one item ([d] or [C, H, W]); builds the data sets if needed."""
+        self._build()
+        return tuple(self._base_train.data_shape)
+
+    def _build(self) -> None:
+        if self.train_dataset is not None:
+            return
+        val_split = getattr(self.dataset_cls, "val_split", None)
+        if val_split is not None:
+            train = build(DATASETS, self.name, split="train", **self.dataset_options)
+            val: Dataset = build(DATASETS, self.name, split=val_split, **self.dataset_options)
+        else:
+            pool = build(DATASETS, self.name, **self.dataset_options)
+            n = len(pool)
+            n_val = int(round(self.val_fraction * n))
+            if n_val == 0 or n_val >= n:
+                train, val = pool, pool
+            else:
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+                train, val = Subset(pool, sorted(perm[n_val:])), Subset(pool, sorted(perm[:n_val]))
+        if len(val) > self.val_size:  # type: ignore[arg-type]
+            val = Subset(val, list(range(self.val_size)))
+        self._base_train = train if not isinstance(train, Subset) else train.dataset
+        self.train_dataset = RandomHFlip(train) if self.hflip else train
+        self.val_dataset = val
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the data sets and check one rank's share holds at least one full batch."""
+        self._build()
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        per_rank = math.ceil(len(self.train_dataset) / max(int(world), 1))  # type: ignore[arg-type]
+        if per_rank < self.batch_size:
+            raise ValueError(
+                f"dataset {self.name!r}: {len(self.train_dataset)} training items over {world} rank(s) "  # type: ignore[arg-type]
+                f"give {per_rank} per rank, fewer than batch_size {self.batch_size}; lower batch_size"
+            )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self._build()
+        return self._loader(self.train_dataset, train=True)  # type: ignore[arg-type]
+
+    def val_dataloader(self) -> DataLoader:
+        self._build()
+        return self._loader(self.val_dataset, train=False)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""Gaussian mixtures with exact marginal scores under every linear process (the oracle)."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class GaussianMixture:
+    """Mixture sum_j w_j N(mu_j, Sigma_j) in R^d; its marginal under a linear process is again a mixture."""
+
+    def __init__(self, weights: Sequence[float] | Tensor, means: Sequence | Tensor, covs: Sequence | Tensor) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.covs = torch.as_tensor(covs, dtype=torch.float64)
+        if self.means.ndim != 2:
+            raise ValueError(f"means must have shape [K, d], got {tuple(self.means.shape)}")
+        K, d = self.means.shape
+        if self.weights.shape != (K,) or (self.weights < 0).any() or self.weights.sum() <= 0:
+            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
+        if self.covs.shape != (K, d, d):
+            raise ValueError(f"covs must have shape [K, d, d] = [{K}, {d}, {d}], got {tuple(self.covs.shape)}")
+        self.weights = self.weights / self.weights.sum()
+        self._chol = torch.linalg.cholesky(self.covs)  # raises if not positive definite
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    # ---- convenience constructors ----------------------------------------------------------------------
+    @classmethod
+    def gaussian(cls, mean: Sequence[float] | Tensor, cov: Sequence | Tensor) -> "GaussianMixture":
+        return cls([1.0], torch.as_tensor(mean, dtype=torch.float64)[None], torch.as_tensor(cov, dtype=torch.float64)[None])
+
+    @classmethod
+    def ring(cls, k: int = 8, radius: float = 1.0, std: float = 0.1) -> "GaussianMixture":
+        """k equal-weight isotropic Gaussians on a circle in 2-D."""
+        ang = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+        means = radius * torch.stack([ang.cos(), ang.sin()], -1)
+        return cls(torch.ones(k), means, (std**2) * torch.eye(2, dtype=torch.float64).expand(k, 2, 2))
+
+    @classmethod
+    def random(cls, k: int, d: int, seed: int = 0, scale: float = 1.0, anisotropy: float = 10.0) -> "GaussianMixture":
+        """A random anisotropic mixture: means ~ N(0, scale^2), covariance eigenvalues spread by ``anisotropy``."""
+        g = torch.Generator().manual_seed(seed)
+        means = scale * torch.randn(k, d, generator=g, dtype=torch.float64)
+        covs = []
+        for _ in range(k):
+            q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+            ev = (0.15 * scale) ** 2 * torch.logspace(0, -math.log10(anisotropy), d, dtype=torch.float64)
+            covs.append(q @ torch.diag(ev) @ q.T)
+        w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
+        return cls(w, means, torch.stack(covs))
+
+    # ---- moments and sampling --------------------------------------------------------------------------
+    def mean(self) -> Tensor:
+        return self.weights @ self.means
+
+    def cov(self) -> Tensor:
+        mu = self.mean()
+        second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
+        return second - mu[:, None] * mu[None, :]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n data samples [n, d] (float64)."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return self.means[comp] + torch.einsum("nij,nj->ni", self._chol[comp], eps)
+
+    # ---- marginals under a process ---------------------------------------------------------------------
+    def marginal_params(self, process: Process, t: float) -> tuple[Tensor, Tensor]:
+        """Means [K, k*d] and covariances [K, k*d, k*d] of the state z_t (state order: data, then momentum)."""
+        a, L = process.marginal_coeffs(torch.tensor([float(t)], dtype=torch.float64))
+        a, LLt = a[0], (L @ L.transpose(-1, -2))[0]
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        means = torch.stack([torch.kron(a, mu) for mu in self.means])
+        covs = torch.stack([torch.kron(torch.outer(a, a), S) + torch.kron(LLt, eye) for S in self.covs])
+        return means, covs
+
+    def log_prob(self, process: Process, z: Tensor, t: Tensor | float) -> Tensor:
+        """Exact log p_t(z) [B] of states z (any shape [B, ...]) at times t (scalar or [B])."""
+        return self._eval(process, z, t, want_score=False)[0]
+
+    def score(self, process: Process, z: Tensor, t: Tensor | float) -> Tensor:
+        """Exact score grad_z log p_t(z), same shape and dtype as z."""
+        return self._eval(process, z, t, want_score=True)[1].to(z.dtype)
+
+    def score_fn(self, process: Process) -> ScoreFn:
+        """A score_fn(z, t) as samplers expect."""
+        return _OracleScore(self, process)
+
+    def _eval(self, process: Process, z: Tensor, t: Tensor | float, want_score: bool) -> tuple[Tensor, Tensor | None]:
+        B = z.shape[0]
+        flat = z.reshape(B, -1).to(torch.float64).cpu()
+        if flat.shape[1] != process.k * self.dim:
+            raise ValueError(f"state has {flat.shape[1]} coordinates, the mixture under {type(process).__name__} "
+                             f"needs {process.k * self.dim}")
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu()
+        tt = tt.expand(B) if tt.numel() == 1 else tt
+        logp = torch.empty(B, dtype=torch.float64)
+        score = torch.empty_like(flat) if want_score else None
+        for tv in torch.unique(tt):
+            idx = (tt == tv).nonzero().squeeze(1)
+            means, covs = self.marginal_params(process, tv.item())
+            chol = torch.linalg.cholesky(covs)  # [K, n, n]
+            diff = flat[idx][None] - means[:, None]  # [K, b, n]
+            sol = torch.cholesky_solve(diff.transpose(1, 2), chol).transpose(1, 2)  # Sigma^-1 (z - m)
+            logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
+            n = flat.shape[1]
+            comp = (torch.log(self.weights)[:, None] - 0.5 * (diff * sol).sum(-1)
+                    - 0.5 * logdet[:, None] - 0.5 * n * math.log(2 * math.pi))  # [K, b]
+            logp[idx] = torch.logsumexp(comp, 0)
+            if want_score:
+                resp = torch.softmax(comp, 0)  # [K, b]
+                score[idx] = -(resp[:, :, None] * sol).sum(0)
+        out_score = score.reshape(z.shape).to(z.device) if want_score else None
+        return logp.to(z.device), out_score
+
+
+class _OracleScore:
+    """Picklable score_fn closure over (mixture, process)."""
+
+    def __init__(self, mixture: GaussianMixture, process: Process) -> None:
+        self.mixture, self.process = mixture, process
+
+    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
+        return self.mixture.score(self.process, z, t)

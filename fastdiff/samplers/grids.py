@@ -1,0 +1,79 @@
+"""Time grids for t-space samplers and sigma grids for EDM-view samplers (Karras et al. 2022)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..processes.base import Process
+
+GRIDS = ("uniform", "quadratic", "karras", "logsnr")
+
+
+def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, iters: int = 200) -> Tensor:
+    """Solve fn(t) = target for t in [lo, hi] by bisection, fn decreasing in t (float64)."""
+    a = torch.full_like(target, lo)
+    b = torch.full_like(target, hi)
+    for _ in range(iters):
+        mid = 0.5 * (a + b)
+        above = fn(mid) > target  # fn(mid) too big -> t must be larger
+        a = torch.where(above, mid, a)
+        b = torch.where(above, b, mid)
+    return 0.5 * (a + b)
+
+
+def t_of_log_snr(process: Process, lam: Tensor, t_lo: float, t_hi: float) -> Tensor:
+    """Time with the given log-SNR (closed form for EDM-view processes, bisection otherwise)."""
+    if process.supports("edm_view"):
+        return process.t_of_sigma(torch.exp(-0.5 * lam)).clamp(t_lo, t_hi)
+    return _invert_decreasing(process.log_snr, lam, t_lo, t_hi)
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """n noise levels from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (float64)."""
+    if n < 1:
+        raise ValueError(f"a Karras grid needs at least 1 point, got {n}")
+    if n == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    i = torch.arange(n, dtype=torch.float64) / (n - 1)
+    return (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def edm_sigma_range(process: Process, sigma_min: float = 0.002, sigma_max: float = 80.0) -> tuple[float, float]:
+    """The Karras defaults [0.002, 80] clipped to the range the process covers on [t_eps_sample, T]."""
+    lo, hi = process.sigma_range()
+    return max(sigma_min, lo), min(sigma_max, hi)
+
+
+def time_grid(kind: str, process: Process, steps: int, t_eps: float | None = None, rho: float = 7.0,
+              device: torch.device | str = "cpu") -> Tensor:
+    """steps + 1 decreasing times from T to t_eps (float64).
+
+    uniform: even in t; quadratic: t_i = T - (T - eps)(1 - (1 - i/N)^2), dense near t_eps; karras: even in
+    sigma^(1/rho) with sigma = exp(-logSNR/2) (the EDM sigma on VE/VP); logsnr: even in log-SNR.
+    """
+    if steps < 1:
+        raise ValueError(f"a time grid needs at least 1 step, got {steps}")
+    T = float(process.T)
+    eps = float(process.t_eps_sample if t_eps is None else t_eps)
+    if not 0 < eps < T:
+        raise ValueError(f"t_eps must lie in (0, T={T}), got {eps}")
+    i = torch.arange(steps + 1, dtype=torch.float64) / steps
+    if kind == "uniform":
+        t = T - (T - eps) * i
+    elif kind == "quadratic":
+        t = T - (T - eps) * (1 - (1 - i) ** 2)
+    elif kind in ("karras", "logsnr"):
+        lam_hi = process.log_snr(torch.tensor([eps], dtype=torch.float64))  # log-SNR is large at small t
+        lam_lo = process.log_snr(torch.tensor([T], dtype=torch.float64))
+        if kind == "logsnr":
+            lam = lam_lo + (lam_hi - lam_lo) * i
+        else:
+            sig = karras_sigmas(steps + 1, torch.exp(-0.5 * lam_hi).item(), torch.exp(-0.5 * lam_lo).item(), rho)
+            lam = -2 * torch.log(sig)
+        t = t_of_log_snr(process, lam, eps, T)
+        t[0], t[-1] = T, eps
+    else:
+        raise ValueError(f"unknown grid {kind!r}; allowed: {', '.join(GRIDS)}")
+    return t.to(device)
