@@ -1,0 +1,249 @@
+"""Restart vs ODE/SDE baselines on Gaussian mixtures whose score is exact below a noise level and biased above it.
+
+Scenario (b) of DESIGN.md section 8: a learned score's error lives mostly at high noise. Above sigma_b the
+score_fn returns the exact score of a *perturbed* mixture (mixture weights tilted by exp(+-tilt), means shifted
+along a fixed unit vector by `shift` component stds, covariances x `inflate`); at and below sigma_b it is exact
+(sigma_b is compared with sigma_eff = exp(-logSNR/2), the EDM sigma on VP). A deterministic sampler carries the
+error made above sigma_b to its output, so its error plateaus as NFE grows; Restart re-noises up to
+t_max <= sigma_b and descends with the exact score, contracting the error with every restart. Metrics: sliced
+Wasserstein-1 and multi-scale RBF MMD against a fixed target set, with the noise floor (fresh target sets).
+Every run is also repeated with the exact score ("exact" columns).
+
+    python benchmarks/restart_bench.py [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from fastdiff.oracle import GaussianMixture
+from fastdiff.processes import PSLD, VP
+from fastdiff.processes.base import Process
+from fastdiff.samplers import get_sampler, list_samplers
+from fastdiff.samplers.restart import sigma_eff, t_of_sigma_eff
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+def sliced_w1(a: Tensor, b: Tensor, n_proj: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 between equal-size samples: mean over random directions of the 1-D W1."""
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(a.shape[1], n_proj, generator=g, dtype=torch.float64)
+    proj = proj / proj.norm(dim=0, keepdim=True)
+    pa, pb = (a.double() @ proj).sort(0).values, (b.double() @ proj).sort(0).values
+    return (pa - pb).abs().mean().item()
+
+
+def mmd(a: Tensor, b: Tensor, bandwidths: list[float]) -> float:
+    """sqrt of the biased (V-statistic) MMD^2 with a sum of RBF kernels."""
+    a, b = a.double(), b.double()
+    return math.sqrt(max(_kmean(a, a, bandwidths) + _kmean(b, b, bandwidths) - 2 * _kmean(a, b, bandwidths), 0.0))
+
+
+class Metric:
+    """SW1 and MMD against a fixed target set, with bandwidths from the target's median pairwise distance."""
+
+    def __init__(self, target: Tensor) -> None:
+        self.target = target.double()
+        sub = self.target[:1000]
+        med = torch.cdist(sub, sub).median().item()
+        self.bandwidths = [0.25 * med, med, 4 * med]
+        self._ktt = _kmean(self.target, self.target, self.bandwidths)
+
+    def __call__(self, x: Tensor) -> tuple[float, float]:
+        x = x.double()
+        m2 = _kmean(x, x, self.bandwidths) + self._ktt - 2 * _kmean(x, self.target, self.bandwidths)
+        return sliced_w1(x, self.target), math.sqrt(max(m2, 0.0))
+
+
+def _kmean(x: Tensor, y: Tensor, bandwidths: list[float]) -> float:
+    """Mean of a sum of RBF kernels over all pairs."""
+    d2 = torch.cdist(x, y).pow(2)
+    return sum(torch.exp(-d2 / (2 * h * h)).mean().item() for h in bandwidths)
+
+
+# ---- biased score ----------------------------------------------------------------------------------------
+def perturbed(mix: GaussianMixture, tilt: float, shift: float, inflate: float) -> GaussianMixture:
+    """The mixture a biased score 'believes' in: tilted weights, shifted means, inflated covariances."""
+    k, d = mix.means.shape
+    signs = torch.tensor([(-1.0) ** i for i in range(k)], dtype=torch.float64)
+    u = torch.ones(d, dtype=torch.float64) / math.sqrt(d)
+    comp_std = torch.diagonal(mix.covs, dim1=-2, dim2=-1).mean().sqrt().item()
+    return GaussianMixture(mix.weights * torch.exp(tilt * signs), mix.means + shift * comp_std * u, mix.covs * inflate)
+
+
+class BiasedScore:
+    """Exact score of ``mix`` where sigma_eff(t) <= sigma_b, exact score of ``wrong`` above (picklable)."""
+
+    def __init__(self, mix: GaussianMixture, wrong: GaussianMixture | None, process: Process, sigma_b: float) -> None:
+        self.good, self.process, self.sigma_b = mix.score_fn(process), process, sigma_b
+        self.bad = wrong.score_fn(process) if wrong is not None else None
+
+    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
+        if self.bad is None:
+            return self.good(z, t)
+        above = sigma_eff(self.process, t) > self.sigma_b * (1 + 1e-9)
+        if not bool(above.any()):
+            return self.good(z, t)
+        if bool(above.all()):
+            return self.bad(z, t)
+        out = self.good(z, t)
+        out[above] = self.bad(z[above], t[above])
+        return out
+
+
+# ---- runs ------------------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    """One mixture x process x bias setting and the sampler runs to compare on it."""
+
+    title: str
+    mix: GaussianMixture
+    process: Process
+    sigma_b: float  # the score is exact for sigma_eff <= sigma_b
+    bias: tuple[float, float, float]  # (tilt, shift, inflate) of the perturbed mixture used above sigma_b
+    heun_steps: list[int]  # main-pass-only runs (edm_heun on VE/VP, t-space PF-ODE Heun otherwise)
+    restarts: list[tuple[int, float, float, list[int]]]  # (N_restart, t_min, t_max in sigma_eff, K values)
+    main_steps: int = 18  # N_main of the restart runs
+    extra: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def scenario_rows(sc: Scenario) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, sampler name, kwargs) for the runs of one scenario."""
+    p = sc.process
+    if p.supports("edm_view"):
+        rows = [("edm_heun", "edm_heun", {"steps": s}) for s in sc.heun_steps]
+    else:
+        rows = [("PF-ODE Heun in t (restart, no intervals)", "restart", {"steps": s, "intervals": []})
+                for s in sc.heun_steps]
+    rows += sc.extra
+    for n_r, lo, hi, ks in sc.restarts:
+        if p.supports("edm_view"):
+            t_lo, t_hi, unit = lo, hi, ""
+        else:  # t-space variant: bounds are times; map the sigma_eff levels
+            t_lo, t_hi = (t_of_sigma_eff(p, torch.tensor([v], dtype=torch.float64), float(p.t_eps_sample), 1.0).item()
+                          for v in (lo, hi))
+            unit = f" (t in [{t_lo:.4f}, {t_hi:.4f}])"
+        rows += [(f"restart [{n_r},{k},{lo},{hi}]{unit}", "restart",
+                  {"steps": sc.main_steps, "intervals": [[n_r, k, t_lo, t_hi]]}) for k in ks]
+    return rows
+
+
+def metric_and_floor(mix: GaussianMixture, n: int, sets: int = 5) -> tuple[Metric, str]:
+    """The metric against one target set, and its noise floor: mean +- std over ``sets`` fresh target sets."""
+    metric = Metric(mix.sample(n, torch.Generator().manual_seed(1001)).float())
+    vals = torch.tensor([metric(mix.sample(n, torch.Generator().manual_seed(1002 + i)).float()) for i in range(sets)])
+    mean, std = vals.mean(0), vals.std(0)
+    return metric, (f"noise floor (target vs {sets} fresh target sets, mean +- std): "
+                    f"SW1 {mean[0]:.4f} +- {std[0]:.4f}, MMD {mean[1]:.4f} +- {std[1]:.4f}")
+
+
+def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
+    mix, process = sc.mix, sc.process
+    wrong = perturbed(mix, *sc.bias)
+    metric, floor = metric_and_floor(mix, n)
+    exact, biased = BiasedScore(mix, None, process, sc.sigma_b), BiasedScore(mix, wrong, process, sc.sigma_b)
+    log(f"\n### {sc.title}\n")
+    log(f"{type(process).__name__}, n = {n}; above sigma_b = {sc.sigma_b} the biased score is that of the mixture "
+        f"with weights tilted by exp(+-{sc.bias[0]}), means shifted by {sc.bias[1]} component std, "
+        f"covariances x{sc.bias[2]}; {floor}.\n")
+    log("| sampler | NFE | SW1 exact | MMD exact | SW1 biased | MMD biased | s |")
+    log("|---|---|---|---|---|---|---|")
+    shape = (n, mix.dim)
+    for label, name, kwargs in scenario_rows(sc):
+        sampler = get_sampler(name, **kwargs)
+        t0 = time.perf_counter()
+        res_e = sampler.sample(exact, process, shape, seeds=range(n))
+        res_b = sampler.sample(biased, process, shape, seeds=range(n))
+        dt = time.perf_counter() - t0
+        (swe, mme), (swb, mmb) = metric(res_e.x), metric(res_b.x)
+        log(f"| {label} | {res_b.nfe} | {swe:.4f} | {mme:.4f} | {swb:.4f} | {mmb:.4f} | {dt:.1f} |")
+
+
+def run_trained(ckpt: str, n: int, quick: bool, log: Callable[[str], None]) -> None:
+    """Scenario (c): a network trained by the framework on toy2d rings (exact target: rings_mixture)."""
+    from fastdiff.data.toy2d import rings_mixture
+    from fastdiff.lightning.checkpoint import load_checkpoint, load_score_model
+
+    data_cfg = load_checkpoint(ckpt)["hyper_parameters"]["config"]["data"]
+    if data_cfg.get("name") != "toy2d" or data_cfg.get("shape", "rings") != "rings":
+        raise SystemExit(f"--ckpt: only toy2d rings checkpoints have an exact target here, got data = {data_cfg}")
+    noise = data_cfg.get("noise")
+    mix = GaussianMixture(*(rings_mixture() if noise is None else rings_mixture(noise)))
+    model = load_score_model(ckpt)
+    process = model.process
+    metric, floor = metric_and_floor(mix, n)
+    log(f"\n### Trained network: {ckpt} ({type(process).__name__}, toy2d rings)\n")
+    log(f"n = {n}; {floor}.\n")
+    log("| sampler | NFE | SW1 | MMD | s |")
+    log("|---|---|---|---|---|")
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    if process.supports("edm_view"):
+        rows += [("edm_heun", "edm_heun", {"steps": s}) for s in ([18, 64] if quick else [18, 64, 256])]
+    rows += [("PF-ODE Heun in t (restart, no intervals)", "restart", {"steps": 40, "intervals": [], "space": "t"})]
+    for n_r, lo, hi, ks in [(3, 0.06, 0.30, [2, 10] if quick else [2, 10, 40]), (9, 0.06, 1.0, [2, 10])]:
+        rows += [(f"restart [{n_r},{k},{lo},{hi}]", "restart", {"steps": 18, "intervals": [[n_r, k, lo, hi]]})
+                 for k in ks]
+    if process.supports("edm_view") and not quick:
+        rows.append(("restart preset vp_519", "restart", {"preset": "vp_519"}))
+    with torch.no_grad():
+        for label, name, kwargs in rows:
+            sampler = get_sampler(name, **kwargs)
+            t0 = time.perf_counter()
+            res = sampler.sample(model, process, (n, mix.dim), seeds=range(n))
+            sw, mm = metric(res.x)
+            log(f"| {label} | {res.nfe} | {sw:.4f} | {mm:.4f} | {time.perf_counter() - t0:.1f} |")
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    ks = [1, 2, 5, 10, 20] if quick else [1, 2, 5, 10, 20, 40]
+    heun = [8, 18, 64, 256] if quick else [8, 18, 32, 64, 128, 256]
+    ring = GaussianMixture.ring(8, 1.0, 0.1)
+    aniso = GaussianMixture.random(6, 16, seed=0, scale=1.0, anisotropy=10.0)
+    sde = [("edm_sde (S_churn 40)", "edm_sde", {"steps": s}) for s in (18, 64)] if "edm_sde" in list_samplers() else []
+    return [
+        Scenario("2-D ring of 8 Gaussians (radius 1, std 0.1), VP, sigma view", ring, VP(), 0.30, (1.0, 2.0, 1.5),
+                 heun, [(3, 0.06, 0.30, ks)], extra=sde + [("restart preset vp_519", "restart", {"preset": "vp_519"})]),
+        Scenario("16-D anisotropic mixture (GaussianMixture.random(6, 16, seed=0)), VP, sigma view", aniso, VP(), 2.0,
+                 (0.4, 0.5, 1.5), heun, [(3, 0.06, 0.30, [2, 10, 40]), (4, 0.30, 2.0, ks)], extra=sde),
+        Scenario("2-D ring, PSLD, t-space Restart (exact transition jump, PF-ODE Heun in t)", ring, PSLD(), 0.30,
+                 (1.0, 2.0, 1.5), [20, 40, 80] if quick else [20, 40, 80, 160], [(3, 0.06, 0.30, [2, 10, 40])],
+                 main_steps=40),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="samples per run (and per target set)")
+    ap.add_argument("--quick", action="store_true", help="fewer NFE points")
+    ap.add_argument("--out", type=str, default=None, help="also write the tables to this markdown file")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ckpt", type=str, default=None, help="also run on a network trained on toy2d rings (scenario c)")
+    ap.add_argument("--only-ckpt", action="store_true", help="skip the oracle scenarios")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    lines: list[str] = []
+
+    def log(s: str) -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    start = time.perf_counter()
+    if not args.only_ckpt:
+        for sc in scenarios(args.quick):
+            run_scenario(sc, args.n, log)
+    if args.ckpt:
+        run_trained(args.ckpt, args.n, args.quick, log)
+    log(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``python train.py [--config FILE] [key=value ...]``: train a diffusion model with Lightning, then draw a sample grid."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fastdiff.cli import split_cli_args
+from fastdiff.config import ConfigError, config_to_yaml, load_config
+
+USAGE = "usage: python train.py [--config FILE] [key=value ...]   (e.g. optim.lr=1e-3 trainer.max_steps=500)"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    steps: int
+    final_loss: float
+    checkpoint: str
+    samples: str | None
+    out_dir: str
+    is_global_zero: bool = True
+
+
+# ---- sample grids -------------------------------------------------------------------------------------------
+def save_samples_png(x: Tensor, path: str | os.PathLike[str], title: str = "") -> None:
+    """Images [N, C, H, W] in [-1, 1]: a tiled grid; 2-D points [N, 2]: a matplotlib scatter plot."""
+    if x.ndim == 4:
+        from PIL import Image
+
+        from fastdiff.lightning.callbacks.sampling import image_grid
+
+        upscale = max(1, 64 // max(x.shape[-2:]))  # make tiny images (8x8 digits) visible
+        Image.fromarray(image_grid(x, upscale=upscale, pad=max(2, upscale)).numpy()).save(path)
+    elif x.ndim == 2 and x.shape[1] == 2:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        pts = x.detach().float().cpu().numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    else:
+        raise ValueError(f"cannot plot samples of shape {tuple(x.shape)}; expected [N, C, H, W] images or [N, 2] points")
+
+
+def draw_final_samples(module: Any, ema: Any, cfg: dict[str, Any], data_shape: tuple[int, ...],
+                       device: torch.device, chunk: int = 256) -> Tensor:
+    """``final_samples.n`` samples (seeds 0..n-1) from the EMA weights with the configured sampler."""
+    from fastdiff.samplers import get_sampler
+
+    fs = cfg["final_samples"]
+    sampler = get_sampler(fs["sampler"], nfe=fs["nfe"], **fs["options"])
+    module.to(device)
+    was_training = module.training
+    module.eval()
+    chunks = []
+    try:
+        with ema.averaged(module):
+            for start in range(0, fs["n"], chunk):  # per-seed noise: chunking does not change the samples
+                seeds = range(start, min(start + chunk, fs["n"]))
+                out = sampler.sample(module.model, module.model.process, (len(seeds), *data_shape), seeds=seeds,
+                                     device=device)
+                chunks.append(out.x.cpu())
+    finally:
+        module.train(was_training)
+    return torch.cat(chunks)
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+def resolve_ckpt_path(cfg: dict[str, Any]) -> str | None:
+    """``trainer.ckpt_path``: null (fresh), 'last' (out_dir/checkpoints/last.ckpt, must exist) or a file path."""
+    ckpt = cfg["trainer"]["ckpt_path"]
+    if ckpt is None:
+        return None
+    path = Path(cfg["out_dir"]) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    if not path.is_file():
+        raise ConfigError(f"trainer.ckpt_path: no checkpoint to resume from at {path}")
+    return str(path)
+
+
+def build_trainer(cfg: dict[str, Any], callbacks: list[Any]) -> Any:
+    """Lightning Trainer: TensorBoard logs and periodic + last checkpoints under out_dir, the given callbacks (EMA
+    first, so evaluations at a step see that step's EMA weights), clipping, precision, devices and strategy."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    tc, out_dir = cfg["trainer"], Path(cfg["out_dir"])
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{step}", save_top_k=-1, save_last=True,
+                                 every_n_train_steps=tc["checkpoint_every_n_steps"], auto_insert_metric_name=True)
+    logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="", default_hp_metric=False)
+    clip = cfg["optim"]["grad_clip"]
+    return Trainer(
+        max_steps=tc["max_steps"], accelerator=tc["accelerator"], devices=tc["devices"], num_nodes=tc["num_nodes"],
+        strategy=tc["strategy"], precision=tc["precision"], log_every_n_steps=tc["log_every_n_steps"],
+        deterministic=tc["deterministic"], limit_val_batches=tc["limit_val_batches"],
+        check_val_every_n_epoch=None, val_check_interval=min(tc["checkpoint_every_n_steps"], tc["max_steps"]),
+        gradient_clip_val=clip if clip else None, gradient_clip_algorithm="norm",
+        callbacks=[*callbacks, checkpoint], logger=logger,
+        default_root_dir=str(out_dir), num_sanity_val_steps=0, enable_model_summary=True,
+    )
+
+
+def _final_loss(trainer: Any) -> float:
+    loss = trainer.callback_metrics.get("train/loss")
+    return float(loss) if loss is not None else float("nan")
+
+
+def train(cfg: dict[str, Any]) -> TrainResult:
+    """Run one validated config: fit, final + last checkpoints, then the EMA sample grid (rank 0 writes files)."""
+    from lightning.pytorch import seed_everything
+
+    from fastdiff.data import DiffusionDataModule
+    from fastdiff.lightning.callbacks.ema import EMA
+    from fastdiff.lightning.module import DiffusionModule
+
+    ckpt_path = resolve_ckpt_path(cfg)
+    out_dir = Path(cfg["out_dir"])
+    seed_everything(cfg["seed"], workers=True, verbose=False)
+    datamodule = DiffusionDataModule(**cfg["data"])
+    data_shape = tuple(datamodule.data_shape)
+    module = DiffusionModule(cfg, data_shape)
+    ema = EMA(decay=cfg["ema"]["decay"], warmup=cfg["ema"]["warmup"])
+    evaluations = []
+    if cfg["evaluation"]:  # validated here, before any training (errors name evaluation[i].key)
+        from fastdiff.lightning.callbacks.sampling import build_evaluation_callbacks
+
+        evaluations = build_evaluation_callbacks(cfg["evaluation"], data_shape, datamodule.kind, data=cfg["data"])
+    trainer = build_trainer(cfg, [ema, *evaluations])
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    step = trainer.global_step
+    ckpt_dir = out_dir / "checkpoints"
+    final = ckpt_dir / f"step={step}.ckpt"
+    # the same decision on every rank (save_checkpoint synchronises; rank 0 writes); periodic saves hit step % n == 0
+    if step % cfg["trainer"]["checkpoint_every_n_steps"] != 0:
+        trainer.save_checkpoint(final, weights_only=False)
+    trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+    samples_path = None
+    if cfg["final_samples"]["n"] > 0:  # every rank samples (no collectives), rank 0 writes
+        x = draw_final_samples(module, ema, cfg, data_shape, trainer.strategy.root_device)
+        if trainer.is_global_zero:
+            fs = cfg["final_samples"]
+            samples_path = str(out_dir / "samples.png")
+            save_samples_png(x, samples_path, title=f"{cfg['process']['name']} {fs['sampler']} nfe={fs['nfe']} "
+                                                    f"step={step} (EMA)")
+    return TrainResult(steps=step, final_loss=_final_loss(trainer), checkpoint=str(final), samples=samples_path,
+                       out_dir=str(out_dir), is_global_zero=trainer.is_global_zero)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python train.py``; returns the process exit code (2 for configuration errors)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        path, overrides = split_cli_args(argv)
+        cfg = load_config(path, overrides)
+        result = train(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}\n{USAGE}", file=sys.stderr)
+        return 2
+    if result.is_global_zero:
+        print(f"done: steps={result.steps} final_loss={result.final_loss:.4f} checkpoint={result.checkpoint} "
+              f"samples={result.samples or '(none)'}")
+    return 0
