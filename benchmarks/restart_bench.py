@@ -6,7 +6,7 @@ along a fixed unit vector by `shift` component stds, covariances x `inflate`); a
 (sigma_b is compared with sigma_eff = exp(-logSNR/2), the EDM sigma on VP). A deterministic sampler carries the
 error made above sigma_b to its output, so its error plateaus as NFE grows; Restart re-noises up to
 t_max <= sigma_b and descends with the exact score, contracting the error with every restart. Metrics: sliced
-Wasserstein-1 and multi-scale RBF MMD against a fixed target set, with the noise floor (fresh target sets).
+Wasserstein-1 and unbiased multi-scale RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set, with the noise floor (fresh target sets).
 Every run is also repeated with the exact score ("exact" columns).
 
     python benchmarks/restart_bench.py [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]]
@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from fastdiff.metrics.toy import mmd_rbf, sliced_wasserstein
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VP
 from fastdiff.processes.base import Process
@@ -30,41 +31,20 @@ from fastdiff.samplers.restart import sigma_eff, t_of_sigma_eff
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------
-def sliced_w1(a: Tensor, b: Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-1 between equal-size samples: mean over random directions of the 1-D W1."""
-    g = torch.Generator().manual_seed(seed)
-    proj = torch.randn(a.shape[1], n_proj, generator=g, dtype=torch.float64)
-    proj = proj / proj.norm(dim=0, keepdim=True)
-    pa, pb = (a.double() @ proj).sort(0).values, (b.double() @ proj).sort(0).values
-    return (pa - pb).abs().mean().item()
-
-
-def mmd(a: Tensor, b: Tensor, bandwidths: list[float]) -> float:
-    """sqrt of the biased (V-statistic) MMD^2 with a sum of RBF kernels."""
-    a, b = a.double(), b.double()
-    return math.sqrt(max(_kmean(a, a, bandwidths) + _kmean(b, b, bandwidths) - 2 * _kmean(a, b, bandwidths), 0.0))
-
-
 class Metric:
-    """SW1 and MMD against a fixed target set, with bandwidths from the target's median pairwise distance."""
+    """SW1 and unbiased RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set; MMD bandwidths 1/4, 1 and 4 x
+    the target's median pairwise distance."""
 
     def __init__(self, target: Tensor) -> None:
         self.target = target.double()
         sub = self.target[:1000]
         med = torch.cdist(sub, sub).median().item()
-        self.bandwidths = [0.25 * med, med, 4 * med]
-        self._ktt = _kmean(self.target, self.target, self.bandwidths)
+        self.bandwidths = (0.25 * med, med, 4 * med)
 
     def __call__(self, x: Tensor) -> tuple[float, float]:
         x = x.double()
-        m2 = _kmean(x, x, self.bandwidths) + self._ktt - 2 * _kmean(x, self.target, self.bandwidths)
-        return sliced_w1(x, self.target), math.sqrt(max(m2, 0.0))
-
-
-def _kmean(x: Tensor, y: Tensor, bandwidths: list[float]) -> float:
-    """Mean of a sum of RBF kernels over all pairs."""
-    d2 = torch.cdist(x, y).pow(2)
-    return sum(torch.exp(-d2 / (2 * h * h)).mean().item() for h in bandwidths)
+        return (float(sliced_wasserstein(x, self.target, n_proj=256, p=1.0)),
+                float(mmd_rbf(x, self.target, self.bandwidths)))
 
 
 # ---- biased score ----------------------------------------------------------------------------------------
@@ -140,7 +120,7 @@ def metric_and_floor(mix: GaussianMixture, n: int, sets: int = 5) -> tuple[Metri
     vals = torch.tensor([metric(mix.sample(n, torch.Generator().manual_seed(1002 + i)).float()) for i in range(sets)])
     mean, std = vals.mean(0), vals.std(0)
     return metric, (f"noise floor (target vs {sets} fresh target sets, mean +- std): "
-                    f"SW1 {mean[0]:.4f} +- {std[0]:.4f}, MMD {mean[1]:.4f} +- {std[1]:.4f}")
+                    f"SW1 {mean[0]:.4f} +- {std[0]:.4f}, MMD^2 x1e3 {1e3 * mean[1]:.3f} +- {1e3 * std[1]:.3f}")
 
 
 def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
@@ -152,7 +132,7 @@ def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
     log(f"{type(process).__name__}, n = {n}; above sigma_b = {sc.sigma_b} the biased score is that of the mixture "
         f"with weights tilted by exp(+-{sc.bias[0]}), means shifted by {sc.bias[1]} component std, "
         f"covariances x{sc.bias[2]}; {floor}.\n")
-    log("| sampler | NFE | SW1 exact | MMD exact | SW1 biased | MMD biased | s |")
+    log("| sampler | NFE | SW1 exact | MMD^2 x1e3 exact | SW1 biased | MMD^2 x1e3 biased | s |")
     log("|---|---|---|---|---|---|---|")
     shape = (n, mix.dim)
     for label, name, kwargs in scenario_rows(sc):
@@ -162,11 +142,31 @@ def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
         res_b = sampler.sample(biased, process, shape, seeds=range(n))
         dt = time.perf_counter() - t0
         (swe, mme), (swb, mmb) = metric(res_e.x), metric(res_b.x)
-        log(f"| {label} | {res_b.nfe} | {swe:.4f} | {mme:.4f} | {swb:.4f} | {mmb:.4f} | {dt:.1f} |")
+        log(f"| {label} | {res_b.nfe} | {swe:.4f} | {1e3 * mme:.3f} | {swb:.4f} | {1e3 * mmb:.3f} | {dt:.1f} |")
+
+
+BUDGETS = (43, 55, 75, 115)  # the paper's VP presets vp_43 .. vp_115 (N_main 18, [3, K, 0.06, 0.30], K = 2/5/10/20)
+
+
+def trained_rows(process: Process, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """Equal-NFE rows: per budget edm_heun, edm_sde (S_churn 40 and 10), Restart (paper preset, wider interval)."""
+    if not process.supports("edm_view"):
+        raise SystemExit(f"--ckpt: the equal-NFE comparison needs a VE/VP network, got {type(process).__name__}")
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    ks = {43: 2, 55: 5, 75: 10, 115: 20}
+    for b in (BUDGETS[::2] if quick else BUDGETS):
+        steps = (b + 1) // 2  # edm_heun / edm_sde: NFE = 2 steps - 1
+        rows += [(f"edm_heun {steps} steps", "edm_heun", {"steps": steps}),
+                 (f"edm_sde {steps} steps, S_churn 40", "edm_sde", {"steps": steps}),
+                 (f"edm_sde {steps} steps, S_churn 10", "edm_sde", {"steps": steps, "S_churn": 10.0}),
+                 (f"restart preset vp_{b} [3,{ks[b]},0.06,0.30]", "restart", {"preset": f"vp_{b}"}),
+                 (f"restart [3,{ks[b]},0.06,1.0]", "restart", {"steps": 18, "intervals": [[3, ks[b], 0.06, 1.0]]})]
+    return rows
 
 
 def run_trained(ckpt: str, n: int, quick: bool, log: Callable[[str], None]) -> None:
-    """Scenario (c): a network trained by the framework on toy2d rings (exact target: rings_mixture)."""
+    """Scenario (c): a network trained by the framework on toy2d rings (exact target: rings_mixture); every row is
+    also run with the exact score of the rings mixture under the same process, to separate network error."""
     from fastdiff.data.toy2d import rings_mixture
     from fastdiff.lightning.checkpoint import load_checkpoint, load_score_model
 
@@ -175,29 +175,23 @@ def run_trained(ckpt: str, n: int, quick: bool, log: Callable[[str], None]) -> N
         raise SystemExit(f"--ckpt: only toy2d rings checkpoints have an exact target here, got data = {data_cfg}")
     noise = data_cfg.get("noise")
     mix = GaussianMixture(*(rings_mixture() if noise is None else rings_mixture(noise)))
-    model = load_score_model(ckpt)
+    model = load_score_model(ckpt).eval()
     process = model.process
+    exact = mix.score_fn(process)
     metric, floor = metric_and_floor(mix, n)
-    log(f"\n### Trained network: {ckpt} ({type(process).__name__}, toy2d rings)\n")
-    log(f"n = {n}; {floor}.\n")
-    log("| sampler | NFE | SW1 | MMD | s |")
-    log("|---|---|---|---|---|")
-    rows: list[tuple[str, str, dict[str, Any]]] = []
-    if process.supports("edm_view"):
-        rows += [("edm_heun", "edm_heun", {"steps": s}) for s in ([18, 64] if quick else [18, 64, 256])]
-    rows += [("PF-ODE Heun in t (restart, no intervals)", "restart", {"steps": 40, "intervals": [], "space": "t"})]
-    for n_r, lo, hi, ks in [(3, 0.06, 0.30, [2, 10] if quick else [2, 10, 40]), (9, 0.06, 1.0, [2, 10])]:
-        rows += [(f"restart [{n_r},{k},{lo},{hi}]", "restart", {"steps": 18, "intervals": [[n_r, k, lo, hi]]})
-                 for k in ks]
-    if process.supports("edm_view") and not quick:
-        rows.append(("restart preset vp_519", "restart", {"preset": "vp_519"}))
+    log(f"\n### Trained network: {ckpt} ({type(process).__name__}, toy2d rings), equal NFE\n")
+    log(f"n = {n}; {floor}. 'exact' = the same sampler with the exact score of the rings mixture.\n")
+    log("| sampler | NFE | SW1 net | MMD^2 x1e3 net | SW1 exact | MMD^2 x1e3 exact | s |")
+    log("|---|---|---|---|---|---|---|")
     with torch.no_grad():
-        for label, name, kwargs in rows:
+        for label, name, kwargs in trained_rows(process, quick):
             sampler = get_sampler(name, **kwargs)
             t0 = time.perf_counter()
             res = sampler.sample(model, process, (n, mix.dim), seeds=range(n))
-            sw, mm = metric(res.x)
-            log(f"| {label} | {res.nfe} | {sw:.4f} | {mm:.4f} | {time.perf_counter() - t0:.1f} |")
+            res_e = sampler.sample(exact, process, (n, mix.dim), seeds=range(n))
+            (sw, mm), (swe, mme) = metric(res.x), metric(res_e.x)
+            log(f"| {label} | {res.nfe} | {sw:.4f} | {1e3 * mm:.3f} | {swe:.4f} | {1e3 * mme:.3f} | "
+                f"{time.perf_counter() - t0:.1f} |")
 
 
 def scenarios(quick: bool) -> list[Scenario]:

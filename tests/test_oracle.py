@@ -61,3 +61,19 @@ def test_bad_parameters():
         GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0]]])
     with pytest.raises(ValueError, match="coordinates"):
         GaussianMixture.ring().score(VP(), torch.zeros(2, 3), 0.5)
+
+
+@pytest.mark.parametrize("p", PROCS, ids=lambda p: type(p).__name__)
+def test_log_prob_matches_dense_marginal_per_sample_times(p):
+    """Vectorised evaluation (one time per sample) equals a dense multivariate-normal mixture built from
+    marginal_params at each sample's own time (an independent computation)."""
+    mix = GaussianMixture.random(3, 3, seed=1)
+    g = torch.Generator().manual_seed(2)
+    t = torch.rand(6, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    z = torch.randn(6, p.k * 3, generator=g, dtype=torch.float64)
+    got = mix.log_prob(p, z, t)
+    for i in range(6):
+        means, covs = mix.marginal_params(p, t[i].item())
+        comps = torch.distributions.MultivariateNormal(means, covariance_matrix=covs).log_prob(z[i])
+        want = torch.logsumexp(comps + torch.log(mix.weights), 0)
+        assert torch.allclose(got[i], want, rtol=1e-9, atol=1e-9)

@@ -95,31 +95,53 @@ class GaussianMixture:
         """A score_fn(z, t) as samplers expect."""
         return _OracleScore(self, process)
 
+    def _rotation(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-component eigendecomposition Sigma_c = Q_c diag(lam_c) Q_c^T and rotated means Q_c^T mu_c (cached)."""
+        if not hasattr(self, "_eig"):
+            lam, Q = torch.linalg.eigh(self.covs)  # [K, d], [K, d, d]
+            self._eig = (lam, Q, torch.einsum("kij,ki->kj", Q, self.means))
+        return self._eig
+
     def _eval(self, process: Process, z: Tensor, t: Tensor | float, want_score: bool) -> tuple[Tensor, Tensor | None]:
-        B = z.shape[0]
+        """Vectorised over the batch with one time per sample: in each component's eigenbasis the state covariance
+        of a rotated coordinate is lam a a^T + L L^T (a k x k block, k = 1 or 2), inverted in closed form."""
+        B, k = z.shape[0], process.k
         flat = z.reshape(B, -1).to(torch.float64).cpu()
-        if flat.shape[1] != process.k * self.dim:
+        if flat.shape[1] != k * self.dim:
             raise ValueError(f"state has {flat.shape[1]} coordinates, the mixture under {type(process).__name__} "
-                             f"needs {process.k * self.dim}")
+                             f"needs {k * self.dim}")
+        if k not in (1, 2):
+            raise ValueError(f"the oracle supports per-coordinate blocks of size 1 or 2, got {k}")
         tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu()
         tt = tt.expand(B) if tt.numel() == 1 else tt
-        logp = torch.empty(B, dtype=torch.float64)
-        score = torch.empty_like(flat) if want_score else None
-        for tv in torch.unique(tt):
-            idx = (tt == tv).nonzero().squeeze(1)
-            means, covs = self.marginal_params(process, tv.item())
-            chol = torch.linalg.cholesky(covs)  # [K, n, n]
-            diff = flat[idx][None] - means[:, None]  # [K, b, n]
-            sol = torch.cholesky_solve(diff.transpose(1, 2), chol).transpose(1, 2)  # Sigma^-1 (z - m)
-            logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
-            n = flat.shape[1]
-            comp = (torch.log(self.weights)[:, None] - 0.5 * (diff * sol).sum(-1)
-                    - 0.5 * logdet[:, None] - 0.5 * n * math.log(2 * math.pi))  # [K, b]
-            logp[idx] = torch.logsumexp(comp, 0)
-            if want_score:
-                resp = torch.softmax(comp, 0)  # [K, b]
-                score[idx] = -(resp[:, :, None] * sol).sum(0)
-        out_score = score.reshape(z.shape).to(z.device) if want_score else None
+        lam_all, Q, mu_rot = self._rotation()
+        a, L = process.marginal_coeffs(tt)
+        a, L = a.to(torch.float64), L.to(torch.float64)
+        R = L @ L.transpose(-1, -2)  # [B, k, k]
+        y = torch.einsum("bjd,cde->cbje", flat.reshape(B, k, self.dim), Q)  # [K, B, k, d]
+        diff = y - a[None, :, :, None] * mu_rot[:, None, None, :]
+        lam = lam_all[:, None, :]  # [K, 1, d]
+        if k == 1:
+            c = lam * a[None, :, 0, None] ** 2 + R[None, :, 0, 0, None]  # [K, B, d]
+            sol = (diff[:, :, 0] / c)[:, :, None]
+            logdet = torch.log(c).sum(-1)
+        else:
+            p = lam * a[None, :, 0, None] ** 2 + R[None, :, 0, 0, None]
+            q = lam * (a[:, 0] * a[:, 1])[None, :, None] + R[None, :, 0, 1, None]
+            r = lam * a[None, :, 1, None] ** 2 + R[None, :, 1, 1, None]
+            det = p * r - q**2
+            d0, d1 = diff[:, :, 0], diff[:, :, 1]
+            sol = torch.stack([(r * d0 - q * d1) / det, (p * d1 - q * d0) / det], 2)
+            logdet = torch.log(det).sum(-1)
+        n = flat.shape[1]
+        comp = (torch.log(self.weights)[:, None] - 0.5 * (diff * sol).sum((2, 3)) - 0.5 * logdet
+                - 0.5 * n * math.log(2 * math.pi))  # [K, B]
+        logp = torch.logsumexp(comp, 0)
+        out_score = None
+        if want_score:
+            resp = torch.softmax(comp, 0)
+            back = torch.einsum("cbje,cde->cbjd", sol, Q)  # Sigma^-1 (z - m), back in the original basis
+            out_score = (-(resp[:, :, None, None] * back).sum(0)).reshape(z.shape).to(z.device)
         return logp.to(z.device), out_score
 
 
