@@ -106,7 +106,13 @@ REGISTRY_DEFAULTS: dict[str, dict[str, Any]] = {
             "attn_resolutions": [4], "dropout": 0.1},
     "data": {"name": "digits", "batch_size": 128, "num_workers": 0, "hflip": False},
 }
-TOP_LEVEL: dict[str, Any] = {"seed": 0, "out_dir": "runs/default"}
+TOP_LEVEL: dict[str, Any] = {"seed": 0, "out_dir": "runs/digits_vp"}
+# validation sampling of the embedded default job (configs/digits_vp.yaml holds the same; files start from [])
+DEFAULT_EVALUATION: list[dict[str, Any]] = [{
+    "n_samples": 128, "every_n_steps": 1000, "metrics": ["fd_digits", "kid_digits", "raw_fd"],
+    "samplers": [{"sampler": "edm_heun", "nfe": [9, 19, 35]}, {"sampler": "restart", "nfe": [20, 43]},
+                 {"sampler": "ggf", "options": [{"eps_rel": 0.1, "max_nfe": 300}]},
+                 {"sampler": "euler_maruyama", "nfe": [20, 100]}]}]
 TOP_KEYS = ["seed", "out_dir", "process", "net", "model", "data", "optim", "ema", "trainer", "final_samples",
             "evaluation"]
 # constructor arguments filled from the data shape, never from the config
@@ -411,9 +417,12 @@ def _resolve(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file <- dotlist overrides, validated into a plain dict of primitives."""
+    """Defaults <- YAML file <- dotlist overrides, validated into a plain dict of primitives (no file: the embedded
+    default job, validation sampling included)."""
     cfg = default_config()
-    if path is not None:
+    if path is None:
+        cfg["evaluation"] = _copy(DEFAULT_EVALUATION)
+    else:
         cfg = merge(cfg, read_yaml(path))
     for layer in parse_overrides(list(overrides or [])):
         cfg = merge(cfg, layer)

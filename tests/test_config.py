@@ -19,7 +19,7 @@ EXPECTED_CONFIGS = {f"{d}_{p}.yaml" for d in ("digits", "toy2d", "cifar10") for 
 
 def test_defaults_are_the_spec_default_job():
     cfg = load_config(None, [])
-    assert cfg["seed"] == 0 and cfg["out_dir"] == "runs/default"
+    assert cfg["seed"] == 0 and cfg["out_dir"] == "runs/digits_vp"
     assert cfg["process"]["name"] == "vp"
     assert cfg["net"]["name"] == "unet" and cfg["net"]["channel_mult"] == [1, 2]
     assert cfg["data"]["name"] == "digits" and cfg["data"]["batch_size"] == 128
@@ -27,7 +27,11 @@ def test_defaults_are_the_spec_default_job():
                             "betas": [0.9, 0.999], "eps": 1.0e-8}
     assert cfg["ema"] == {"decay": 0.999, "warmup": True}
     assert cfg["final_samples"] == {"sampler": "euler_maruyama", "nfe": 200, "n": 64, "options": {}}
-    assert cfg["trainer"]["ckpt_path"] is None and cfg["evaluation"] == []
+    assert cfg["trainer"]["ckpt_path"] is None
+    # the default job attaches validation sampling with edm_heun, restart, ggf and euler_maruyama (issue 7)
+    (ev,) = cfg["evaluation"]
+    assert [s["sampler"] for s in ev["samplers"]] == ["edm_heun", "restart", "ggf", "euler_maruyama"]
+    assert load_config(os.path.join(ROOT, "configs", "toy2d_vp.yaml"), [])["evaluation"] == []
     # registry sections are filled with the registered class's own defaults (independent source: the dataclass)
     vp_defaults = {f.name: f.default for f in dataclasses.fields(VP) if f.init}
     assert {k: v for k, v in cfg["process"].items() if k != "name"} == vp_defaults

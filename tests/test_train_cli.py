@@ -135,3 +135,32 @@ def test_final_samples_use_ema_weights_and_chunking_does_not_matter():
             p.copy_(raw[n])
     raw_x = sampler.sample(module.model, module.model.process, (10, 2), seeds=range(10)).x
     assert not torch.allclose(x_whole, raw_x, atol=1e-3)
+
+
+# toy2d with 600 items (570 train) and batch 64: 8 batches per epoch; checkpoints every 5 steps fall mid-epoch
+RESUME = ["data.name=toy2d", "data.n=600", "data.batch_size=64", "net.name=mlp", "net.hidden=16", "net.depth=1",
+          "net.emb_dim=8", "net.dropout=0.1", "trainer.checkpoint_every_n_steps=5", "trainer.log_every_n_steps=1",
+          "trainer.accelerator=cpu", "final_samples.n=0", "optim.warmup_steps=3", "ema.decay=0.9", "evaluation=[]"]
+
+
+def _weights_and_ema(path: str) -> tuple[dict, dict]:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return ck["state_dict"], ck["callbacks"]["EMA"]["shadow"]
+
+
+def test_cli_resume_mid_epoch_is_exact(tmp_path, capsys):
+    """20 steps straight == 10 steps + ckpt_path=last to 20, bit for bit (weights and EMA): the resumed epoch (step 10
+    is batch 2 of epoch 1) continues the same shuffled order, and dropout and noise are seeded by the step."""
+    torch.set_num_threads(1)
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert main(RESUME + ["trainer.max_steps=20", f"out_dir={straight}"]) == 0
+    assert main(RESUME + ["trainer.max_steps=10", f"out_dir={split}"]) == 0
+    assert main(RESUME + ["trainer.max_steps=20", "trainer.ckpt_path=last", f"out_dir={split}"]) == 0
+    capsys.readouterr()
+    w_a, e_a = _weights_and_ema(os.path.join(straight, "checkpoints", "last.ckpt"))
+    w_b, e_b = _weights_and_ema(os.path.join(split, "checkpoints", "last.ckpt"))
+    assert w_a.keys() == w_b.keys() and e_a.keys() == e_b.keys()
+    assert [k for k in w_a if not torch.equal(w_a[k], w_b[k])] == []
+    assert [k for k in e_a if not torch.equal(e_a[k], e_b[k])] == []
+    w_10, _ = _weights_and_ema(os.path.join(split, "checkpoints", "step=10.ckpt"))
+    assert not torch.equal(w_10["model.net.out.weight"], w_a["model.net.out.weight"])  # the weights moved
