@@ -14,13 +14,10 @@ if TYPE_CHECKING:
 
 def _load(path: str | os.PathLike[str], device: torch.device) -> tuple["ScoreModel", tuple[int, ...]]:
     """ScoreModel and per-sample data shape from a fastdiff checkpoint (safe ``weights_only`` loading)."""
-    from .lightning.checkpoint import load_checkpoint, load_score_model  # no Lightning import
+    from .lightning.checkpoint import load_score_model  # no Lightning import
 
-    model = load_score_model(path, map_location=device)
-    data_shape = getattr(model, "data_shape", None)
-    if data_shape is None:
-        data_shape = load_checkpoint(path, map_location="cpu")["hyper_parameters"]["data_shape"]
-    return model, tuple(int(s) for s in data_shape)
+    model = load_score_model(path, map_location=device)  # reads the file once; the model carries its data shape
+    return model, tuple(model.data_shape)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

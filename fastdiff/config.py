@@ -417,15 +417,16 @@ def _resolve(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file <- dotlist overrides, validated into a plain dict of primitives (no file: the embedded
-    default job, validation sampling included)."""
+    """Defaults <- YAML file <- dotlist overrides, validated into a plain dict of primitives (no file and digits data:
+    the embedded default job, validation sampling included)."""
     cfg = default_config()
-    if path is None:
-        cfg["evaluation"] = _copy(DEFAULT_EVALUATION)
-    else:
+    if path is not None:
         cfg = merge(cfg, read_yaml(path))
-    for layer in parse_overrides(list(overrides or [])):
+    layers = parse_overrides(list(overrides or []))
+    for layer in layers:
         cfg = merge(cfg, layer)
+    if path is None and cfg["data"].get("name") == "digits" and not any("evaluation" in la for la in layers):
+        cfg["evaluation"] = _copy(DEFAULT_EVALUATION)  # its metrics are digits-specific
     return validate_config(_resolve(cfg))
 
 

@@ -32,6 +32,8 @@ def test_defaults_are_the_spec_default_job():
     (ev,) = cfg["evaluation"]
     assert [s["sampler"] for s in ev["samplers"]] == ["edm_heun", "restart", "ggf", "euler_maruyama"]
     assert load_config(os.path.join(ROOT, "configs", "toy2d_vp.yaml"), [])["evaluation"] == []
+    assert load_config(None, ["data.name=toy2d"])["evaluation"] == []  # its metrics are digits-only
+    assert load_config(None, ["evaluation=[]"])["evaluation"] == []
     # registry sections are filled with the registered class's own defaults (independent source: the dataclass)
     vp_defaults = {f.name: f.default for f in dataclasses.fields(VP) if f.init}
     assert {k: v for k, v in cfg["process"].items() if k != "name"} == vp_defaults

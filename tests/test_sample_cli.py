@@ -21,7 +21,7 @@ TOY = ["data.name=toy2d", "data.n=256", "data.batch_size=32", "net.name=mlp", "n
        "net.emb_dim=16"]
 DIGITS = ["data.batch_size=16", "net.channels=8", "net.channel_mult=[1]", "net.attn_resolutions=[]"]
 COMMON = ["trainer.max_steps=3", "trainer.accelerator=cpu", "trainer.checkpoint_every_n_steps=3",
-          "final_samples.n=0", "optim.warmup_steps=1"]
+          "final_samples.n=0", "optim.warmup_steps=1", "evaluation=[]"]
 
 
 def _train(out: Path, args: list[str]) -> str:
@@ -243,17 +243,21 @@ def test_empty_batches_when_seeds_are_fewer_than_ranks(ckpts, tmp_path):
     assert SeedBatches([[1, 2, 3]], finished={2}).items == [{"seeds": [1, 3], "skipped": [2]}]
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "process", "not_dir", "under_file", "seeds", "sampler",
-                                  "nfe", "key", "trainer_key", "option", "fid_ref", "no_nfe"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "process", "not_dir", "under_file", "seeds",
+                                  "sampler", "nfe", "key", "trainer_key", "option", "fid_ref", "no_nfe"])
 def test_one_line_errors(case, ckpts, tmp_path, capsys):
     (tmp_path / "junk.ckpt").write_text("this is not a checkpoint\n" * 20)
+    toy = Path(ckpts["toy"]).read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(toy[:len(toy) // 2])
     (tmp_path / "file").write_text("x")
     base = {"ckpt": ckpts["toy"], "sampler": "euler_maruyama", "nfe": "6", "seeds": "0-9", "out": str(tmp_path / "o")}
     extra: list[str] = []
     change, message = {
         "missing": ({"ckpt": str(tmp_path / "nope.ckpt")}, f"ckpt: checkpoint not found: {tmp_path / 'nope.ckpt'}"),
         "corrupt": ({"ckpt": str(tmp_path / "junk.ckpt")},
-                    f"ckpt: {tmp_path / 'junk.ckpt'} is not a torch checkpoint or is corrupt"),
+                    f"ckpt: {tmp_path / 'junk.ckpt'} is not a torch checkpoint: unrecognised content"),
+        "truncated": ({"ckpt": str(tmp_path / "cut.ckpt")},
+                      f"ckpt: {tmp_path / 'cut.ckpt'} is truncated or corrupt: a zip archive"),
         "process": ({"ckpt": ckpts["psld"], "sampler": "edm_heun"},
                     "sampler: sampler 'edm_heun' does not support process PSLD; it supports: "),
         "not_dir": ({"out": str(tmp_path / "file")}, f"out: {tmp_path / 'file'} exists and is not a directory"),
@@ -272,8 +276,28 @@ def test_one_line_errors(case, ckpts, tmp_path, capsys):
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: " + message), err
-    if case in ("missing", "corrupt", "process", "seeds", "sampler", "nfe", "key"):
+    if case in ("missing", "corrupt", "truncated", "process", "seeds", "sampler", "nfe", "key"):
         assert not (tmp_path / "o").exists()  # found before anything was created
+
+
+def test_checkpoint_is_read_once(ckpts, tmp_path, capsys, monkeypatch):
+    """sample.py and fastdiff.sample(path) torch.load the checkpoint once (the model carries config and data shape)."""
+    import fastdiff
+
+    real_load, reads = torch.load, []
+
+    def counting_load(f, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    code, _, summary = _run([f"ckpt={ckpts['toy']}", "sampler=ode_euler", "nfe=2", "seeds=0-3",
+                             f"out={tmp_path / 'o'}"], capsys)
+    assert code == 0 and summary["samples"] == 4
+    assert reads.count(ckpts["toy"]) == 1, reads
+    reads.clear()
+    res = fastdiff.sample(ckpts["toy"], "ode_euler", nfe=2, seeds=range(3))
+    assert res.x.shape == (3, 2) and reads == [ckpts["toy"]]
 
 
 def test_ddp_two_processes_match_one(digits_run, tmp_path):

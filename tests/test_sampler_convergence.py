@@ -23,8 +23,11 @@ GAUSS = GaussianMixture.gaussian(MU, COV)
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
 SEEDS = list(range(12))
 MOMENT_PROCESSES = {**PROCESSES, "ve": VE}  # sigma_max 50: the VE prior N(0, 50^2) matches p_T (sigma_max 5 biases the mean)
-# adaptive samplers converge as their tolerance shrinks: the settings used here (published values, DESIGN.md 4)
-ADAPTIVE_OPTIONS = {"ggf": {"eps_rel": 0.05, "eps_abs": 0.0078}}
+# adaptive samplers converge as their tolerance shrinks: the settings used here (published eps_abs, DESIGN.md 4).
+# ggf: the paper's noise redraw on rejection biases the law in low dimension (2-D cov +40..100% at eps_rel 0.05 and
+# no better at 0.01; pinned in test_ggf.py::test_bridge_removes_low_dimensional_bias), so convergence is checked with
+# the Brownian-bridge rejection, at eps_rel 0.02 (0.05 leaves VP's covariance 3.5 SE off).
+ADAPTIVE_OPTIONS = {"ggf": {"eps_rel": 0.02, "eps_abs": 0.0078, "noise_control": "bridge"}}
 
 
 @pytest.fixture(autouse=True)

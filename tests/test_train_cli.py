@@ -149,18 +149,50 @@ def _weights_and_ema(path: str) -> tuple[dict, dict]:
 
 
 def test_cli_resume_mid_epoch_is_exact(tmp_path, capsys):
-    """20 steps straight == 10 steps + ckpt_path=last to 20, bit for bit (weights and EMA): the resumed epoch (step 10
-    is batch 2 of epoch 1) continues the same shuffled order, and dropout and noise are seeded by the step."""
+    """20 steps straight == 10 steps + ckpt_path=last to 20 == resume from the periodic step=5.ckpt to 20, bit for bit
+    (weights and EMA). Epochs have 8 batches: step 10 is batch 2 of epoch 1 (a checkpoint written after fit
+    stopped), step 5 batch 5 of epoch 0 (written by ModelCheckpoint during the epoch); the resumed epochs continue
+    the same shuffled order, and dropout and noise are seeded by the step."""
     torch.set_num_threads(1)
-    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    straight, split, periodic = (str(tmp_path / name) for name in ("straight", "split", "periodic"))
     assert main(RESUME + ["trainer.max_steps=20", f"out_dir={straight}"]) == 0
     assert main(RESUME + ["trainer.max_steps=10", f"out_dir={split}"]) == 0
     assert main(RESUME + ["trainer.max_steps=20", "trainer.ckpt_path=last", f"out_dir={split}"]) == 0
+    step5 = os.path.join(split, "checkpoints", "step=5.ckpt")
+    assert main(RESUME + ["trainer.max_steps=20", f"trainer.ckpt_path={step5}", f"out_dir={periodic}"]) == 0
     capsys.readouterr()
     w_a, e_a = _weights_and_ema(os.path.join(straight, "checkpoints", "last.ckpt"))
-    w_b, e_b = _weights_and_ema(os.path.join(split, "checkpoints", "last.ckpt"))
-    assert w_a.keys() == w_b.keys() and e_a.keys() == e_b.keys()
-    assert [k for k in w_a if not torch.equal(w_a[k], w_b[k])] == []
-    assert [k for k in e_a if not torch.equal(e_a[k], e_b[k])] == []
+    for other in (split, periodic):
+        w_b, e_b = _weights_and_ema(os.path.join(other, "checkpoints", "last.ckpt"))
+        assert w_a.keys() == w_b.keys() and e_a.keys() == e_b.keys()
+        assert [k for k in w_a if not torch.equal(w_a[k], w_b[k])] == [], other
+        assert [k for k in e_a if not torch.equal(e_a[k], e_b[k])] == [], other
     w_10, _ = _weights_and_ema(os.path.join(split, "checkpoints", "step=10.ckpt"))
     assert not torch.equal(w_10["model.net.out.weight"], w_a["model.net.out.weight"])  # the weights moved
+
+
+@pytest.mark.slow
+def test_cli_resume_mid_epoch_is_exact_under_ddp(tmp_path):
+    """The same under 2 CPU ranks (python train.py, ddp, gloo): each rank's shard (4 batches per epoch) resumes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("LOCAL_RANK", None)
+    ddp = RESUME + ["trainer.devices=2", "trainer.strategy=ddp", "trainer.checkpoint_every_n_steps=3"]
+
+    def run(*extra: str) -> None:
+        proc = subprocess.run([sys.executable, "train.py", *ddp, *extra], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    run("trainer.max_steps=10", f"out_dir={straight}")
+    run("trainer.max_steps=5", f"out_dir={split}")
+    run("trainer.max_steps=10", "trainer.ckpt_path=last", f"out_dir={split}")
+    w_a, e_a = _weights_and_ema(os.path.join(straight, "checkpoints", "last.ckpt"))
+    w_b, e_b = _weights_and_ema(os.path.join(split, "checkpoints", "last.ckpt"))
+    assert [k for k in w_a if not torch.equal(w_a[k], w_b[k])] == []
+    assert [k for k in e_a if not torch.equal(e_a[k], e_b[k])] == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,17 +134,15 @@ def test_ema_math_lr_warmup_and_loaded_weights(tmp_path: Path) -> None:
 def test_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope.ckpt")
-    bad = tmp_path / "bad.ckpt"
-    bad.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a torch checkpoint or is corrupt"):
-        load_checkpoint(bad)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    with pytest.raises(CheckpointError, match="no fastdiff config"):
+    with pytest.raises(CheckpointError, match=r"not a fastdiff checkpoint: it has no hyper_parameters \(keys: "
+                                              r"state_dict\), so no 'config' and 'data_shape'"):
         load_checkpoint(foreign)
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save({"obj": Recorder()}, unsafe)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="refused by weights_only loading .*: Unsupported global: GLOBAL "
+                                              "test_training.Recorder"):
         load_checkpoint(unsafe)
     module = DiffusionModule(CONFIG, (2,))
     sd = {f"model.{k}": v for k, v in module.model.state_dict().items()}
@@ -152,6 +151,57 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": sd, "hyper_parameters": dict(module.hparams)}, mismatch)
     with pytest.raises(CheckpointError, match=r"missing keys \['net.out.bias'\].*unexpected keys \['net.extra'\]"):
         load_score_model(mismatch)
+
+
+def _good_checkpoint(path: Path) -> bytes:
+    module = DiffusionModule(CONFIG, (2,))
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("random", r"is not a torch checkpoint: unrecognised content \(starts with b'"),
+    ("text", r"is not a torch checkpoint: unrecognised content \(starts with b'this is "),
+    ("empty", r"is an empty file, not a checkpoint"),
+    ("truncated", r"is truncated or corrupt: a zip archive \(the torch.save format\) whose directory cannot be read "
+                  r"\(\d+ bytes: "),
+    ("cut_end", r"is truncated or corrupt: a zip archive"),
+    ("pickle", r"is a plain Python pickle, not a torch checkpoint"),
+    ("zip", r"is a zip archive but not a torch checkpoint \(no data.pkl among 1 entries\)"),
+    ("tensor", r"holds a Tensor, not a checkpoint dict; not a fastdiff checkpoint"),
+    ("lightning", r"is not a fastdiff checkpoint: its hyper_parameters \(lr\) lack 'config' and 'data_shape'"),
+])
+def test_bad_checkpoint_files_give_one_line_errors(case: str, message: str, tmp_path: Path) -> None:
+    """Junk, cut-short and foreign files: a CheckpointError naming the path and what the file is, on one line."""
+    import pickle
+    import zipfile
+
+    path = tmp_path / f"{case}.ckpt"
+    if case == "random":
+        path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1)).tolist()))
+    elif case == "text":
+        path.write_text("this is not a checkpoint\n" * 20)
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case in ("truncated", "cut_end"):
+        data = _good_checkpoint(tmp_path / "good.ckpt")
+        assert load_score_model(tmp_path / "good.ckpt", use_ema=False).data_shape == (2,)  # the intact file loads
+        path.write_bytes(data[:len(data) // 2] if case == "truncated" else data[:-1])
+    elif case == "pickle":
+        path.write_bytes(pickle.dumps({"state_dict": {}}))
+    elif case == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("notes.txt", "hello")
+    elif case == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:  # a Lightning checkpoint from some other LightningModule
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"lr": 0.1}}, path)
+    for load in (load_checkpoint, load_score_model):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        text = str(info.value)
+        assert "\n" not in text and text.startswith(str(path)), text
+        assert re.search(message, text), text
 
 
 def test_config_must_be_primitive() -> None:

@@ -140,11 +140,11 @@ def build_sampler(args: dict[str, Any]) -> Any:
 
 def load_model(ckpt: str, ema: bool) -> tuple[Any, dict[str, Any]]:
     """(ScoreModel with EMA or raw weights, the checkpoint's hyperparameters {config, data_shape})."""
-    from fastdiff.lightning.checkpoint import load_checkpoint, load_score_model
+    from fastdiff.lightning.checkpoint import load_score_model
 
     try:
-        hparams = load_checkpoint(ckpt)["hyper_parameters"]  # read twice: load_score_model takes a path
-        return load_score_model(ckpt, use_ema=ema), hparams
+        model = load_score_model(ckpt, use_ema=ema)  # reads the file once; the model carries config and data shape
+        return model, {"config": model.config, "data_shape": list(model.data_shape)}
     except (OSError, ValueError) as err:  # FileNotFoundError, CheckpointError
         raise SampleError(f"ckpt: {str(err).strip().splitlines()[0]}") from None
 

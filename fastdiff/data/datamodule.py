@@ -7,26 +7,35 @@ split by a fixed permutation (seed 0): ``val_fraction`` of it is held out for va
 rest trains; with ``val_fraction=0`` validation reuses the first training items. The validation set
 is capped at ``val_size`` items so that validation stays cheap.
 
-Loaders are plain DataLoaders (train: shuffle, drop_last), so Lightning can swap in its
-DistributedSampler under DDP.
+Training order: a pure function of (``shuffle_seed``, epoch), sharded over the trainer's ranks by the sampler
+itself (DistributedSampler layout; Lightning leaves a DistributedSampler in place), and resumable mid-epoch through
+the loader's state in the checkpoint (see :mod:`fastdiff.data.resumable`). ``shuffle_seed=None`` uses the run seed
+(``PL_GLOBAL_SEED``, set by ``seed_everything``; 0 without it). Random flips are decided per (seed, epoch, item).
+Validation loaders are plain DataLoaders in order (Lightning shards them under DDP).
 """
 from __future__ import annotations
 
 import inspect
 import math
+import os
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from fastdiff.data.resumable import EpochShuffleSampler, ResumableDataLoader, uniform_from_seed
 from fastdiff.registry import DATASETS, build
 
 SPLIT_SEED = 0
 
 
 class RandomHFlip(Dataset):
-    """Wraps an image data set; flips each item along its width with probability p."""
+    """Wraps an image data set; flips each item along its width with probability p.
+
+    Keys are indices (flip drawn from the global RNG) or ``(index, item_seed)`` pairs from a salted
+    :class:`EpochShuffleSampler` (flip a pure function of item_seed, so a resumed run flips the same items).
+    """
 
     def __init__(self, base: Dataset, p: float = 0.5) -> None:
         self.base = base
@@ -35,9 +44,14 @@ class RandomHFlip(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        if isinstance(key, tuple):
+            index, item_seed = key
+            flip = uniform_from_seed(item_seed) < self.p
+        else:
+            index, flip = key, bool(torch.rand(()) < self.p)
         x = self.base[index]
-        return x.flip(-1) if torch.rand(()) < self.p else x
+        return x.flip(-1) if flip else x
 
 
 def _check_options(cls: Any, name: str, options: dict[str, Any]) -> None:
@@ -66,6 +80,7 @@ class DiffusionDataModule(LightningDataModule):
         val_fraction: float = 0.05,
         val_size: int = 1024,
         hflip: bool = False,
+        shuffle_seed: int | None = None,
         **dataset_options: Any,
     ) -> None:
         super().__init__()
@@ -79,6 +94,8 @@ class DiffusionDataModule(LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size <= 0:
             raise ValueError(f"val_size must be a positive int, got {val_size!r}")
+        if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int)):
+            raise ValueError(f"shuffle_seed must be an int or None (the run seed), got {shuffle_seed!r}")
         if hflip and self.dataset_cls.kind != "image":
             raise ValueError(f"hflip applies to image data only; dataset {name!r} is {self.dataset_cls.kind!r} data")
         self.save_hyperparameters()
@@ -88,9 +105,11 @@ class DiffusionDataModule(LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.val_size = val_size
         self.hflip = bool(hflip)
+        self.shuffle_seed = shuffle_seed
         self.dataset_options = dict(dataset_options)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
+        self._train_loader: tuple[Any, ResumableDataLoader] | None = None  # (trainer, its last train loader)
 
     # ------------------------------------------------------------------ data sets
     @property
@@ -138,21 +157,40 @@ class DiffusionDataModule(LightningDataModule):
             )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
+    def train_sampler(self) -> EpochShuffleSampler:
+        """The training order: seeded by ``shuffle_seed`` (or the run seed), sharded like the trainer's ranks."""
+        self._build()
+        seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        kwargs = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        return EpochShuffleSampler(self.train_dataset, seed=seed,  # type: ignore[arg-type]
+                                   num_replicas=int(kwargs.get("num_replicas", 1)), rank=int(kwargs.get("rank", 0)),
+                                   salted=self.hflip)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled full batches (drop_last) in the resumable order of :meth:`train_sampler`; a reloaded loader
+        continues from the position of the previous one."""
+        loader = ResumableDataLoader(
+            self.train_dataset,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
+            sampler=self.train_sampler(),
+            drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        self._build()
-        return self._loader(self.train_dataset, train=True)  # type: ignore[arg-type]
+        previous, self._train_loader = self._train_loader, (self.trainer, loader)
+        if previous is not None and previous[0] is not None and previous[0] is self.trainer:  # same fit, reloaded
+            loader.load_state_dict(previous[1].state_dict())
+        return loader
 
     def val_dataloader(self) -> DataLoader:
+        """The validation items in order."""
         self._build()
-        return self._loader(self.val_dataset, train=False)  # type: ignore[arg-type]
+        return DataLoader(
+            self.val_dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )

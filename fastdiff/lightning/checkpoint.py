@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
+import zipfile
 from typing import Any
 
 import torch
@@ -22,9 +24,47 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, not from fastdiff, or not matching the model)."""
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # torch's legacy (pre-zip) format opens with this
+_PICKLE_PROTO = b"\x80"
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    """The specific part of torch's long weights_only refusal ("Unsupported global: GLOBAL x.Y ...")."""
+    m = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. Please|\n|$)", str(err))
+    return (m.group(1) if m else _first_line(err))[:200]
+
+
+def _check_format(path: str) -> None:
+    """Recognise the file before unpickling it, so junk gets a message about what it is, not an unpickler error."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"{path} is an empty file, not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as z:  # reads the directory at the end of the file only
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise CheckpointError(f"{path} is truncated or corrupt: a zip archive (the torch.save format) whose "
+                                  f"directory cannot be read ({size} bytes: {_first_line(e)}); was the write or copy "
+                                  f"cut short?") from None
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl among "
+                                  f"{len(names)} entries)")
+    elif head.startswith(_LEGACY_MAGIC):
+        return  # torch's legacy format
+    elif head.startswith(_PICKLE_PROTO):
+        raise CheckpointError(f"{path} is a plain Python pickle, not a torch checkpoint (torch.save format)")
+    else:
+        raise CheckpointError(f"{path} is not a torch checkpoint: unrecognised content (starts with {head[:8]!r}; "
+                              f"torch.save files are zip archives starting with {_ZIP_MAGIC!r})")
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -34,22 +74,27 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory, expected a .ckpt file: {path}")
+    _check_format(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = _first_line(e)
-        if "weights only" in msg.lower() or "weights_only" in msg.lower():
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
             raise CheckpointError(f"{path} holds objects other than tensors and primitives, refused by "
-                                  f"weights_only loading (a checkpoint must not be able to run code): {msg}") from None
-        raise CheckpointError(f"{path} is not a torch checkpoint or is corrupt: {msg}") from None
-    except Exception as e:  # the unpickler raises many types (IndexError, EOFError, RuntimeError, ...) on junk
-        raise CheckpointError(f"{path} is not a torch checkpoint or is corrupt: {_first_line(e)}") from None
+                                  f"weights_only loading (a checkpoint must not be able to run code): "
+                                  f"{_weights_only_reason(e)}") from None
+        raise CheckpointError(f"{path} is a corrupt torch checkpoint: {_first_line(e)}") from None
+    except Exception as e:  # the unpickler and zip reader raise many types (EOFError, RuntimeError, OSError, ...)
+        raise CheckpointError(f"{path} is a corrupt or truncated torch checkpoint: {_first_line(e)}") from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; "
+                              f"not a fastdiff checkpoint")
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or not isinstance(hp.get("config"), dict) or "data_shape" not in hp:
-        raise CheckpointError(f"{path} has no fastdiff config (hyper_parameters 'config' and 'data_shape'); "
-                              f"was it written by fastdiff's DiffusionModule?")
+        keys = ", ".join(sorted(map(str, ckpt))[:6]) + (", ..." if len(ckpt) > 6 else "")
+        what = (f"its hyper_parameters ({', '.join(sorted(map(str, hp))[:6])}) lack"
+                if isinstance(hp, dict) else f"it has no hyper_parameters (keys: {keys or 'none'}), so no")
+        raise CheckpointError(f"{path} is not a fastdiff checkpoint: {what} 'config' and 'data_shape' "
+                              f"(fastdiff's DiffusionModule saves both); was it written by another program?")
     if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path} has no 'state_dict' with the model weights")
     return ckpt
@@ -69,29 +114,41 @@ def _strip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k[len(MODEL_PREFIX):]: v for k, v in sd.items() if k.startswith(MODEL_PREFIX)}
 
 
-def load_score_model(path: str | os.PathLike[str], use_ema: bool = True, map_location: Any = "cpu") -> ScoreModel:
-    """Rebuild the ScoreModel saved in a fastdiff checkpoint (EMA weights if present and ``use_ema``), in eval mode."""
-    ckpt = load_checkpoint(path, map_location=map_location)
+def load_score_model(checkpoint: str | os.PathLike[str] | dict[str, Any], use_ema: bool = True,
+                     map_location: Any = "cpu") -> ScoreModel:
+    """Rebuild the ScoreModel saved in a fastdiff checkpoint (EMA weights if present and ``use_ema``), in eval mode.
+
+    ``checkpoint`` is a path (read once) or a dict from :func:`load_checkpoint`. The model carries what callers need
+    from the file, so they need not read it again: ``model.data_shape`` (one sample's shape, a tuple) and
+    ``model.config`` (the training config).
+    """
+    if isinstance(checkpoint, dict):
+        ckpt, where = checkpoint, "checkpoint"
+    else:
+        ckpt, where = load_checkpoint(checkpoint, map_location=map_location), os.fspath(checkpoint)
     hp = ckpt["hyper_parameters"]
-    model = build_score_model(hp["config"], tuple(hp["data_shape"]))
+    data_shape = tuple(int(s) for s in hp["data_shape"])
+    model = build_score_model(hp["config"], data_shape)
     state = _strip(ckpt["state_dict"])
     if use_ema:
         ema = ema_weights(ckpt)
         if ema is None:
-            warnings.warn(f"{os.fspath(path)} has no EMA weights; loading the raw weights", stacklevel=2)
+            warnings.warn(f"{where} has no EMA weights; loading the raw weights", stacklevel=2)
         else:
             state.update(_strip(ema))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise CheckpointError(f"{os.fspath(path)} does not match the model built from its config: "
+        raise CheckpointError(f"{where} does not match the model built from its config: "
                               f"missing keys {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                               f"unexpected keys {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
     bad = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]
-        raise CheckpointError(f"{os.fspath(path)}: shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, "
+        raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, "
                               f"model {tuple(expected[k].shape)}")
     model.load_state_dict(state)
+    model.data_shape = data_shape
+    model.config = hp["config"]
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

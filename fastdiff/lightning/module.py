@@ -14,6 +14,7 @@ OPTIM_DEFAULTS: dict[str, Any] = {"lr": 2.0e-4, "warmup_steps": 200, "grad_clip"
                                   "betas": [0.9, 0.999], "eps": 1.0e-8}
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93)
 VAL_STREAM = 1 << 20  # noise stream of validation batches (training micro-batches use 0 .. accumulate - 1)
+GLOBAL_STREAM = 1 << 21  # + micro-batch: seeds the global RNG (dropout) before each training micro-batch
 
 
 def to_primitive(obj: Any, where: str = "config") -> Any:
@@ -112,6 +113,8 @@ class DiffusionModule(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x0 = self._data(batch)
         micro = batch_idx % max(int(self.trainer.accumulate_grad_batches), 1)  # distinct noise per micro-batch
+        # dropout draws from the global RNG (CPU and CUDA), which a checkpoint does not hold: seed it by step too
+        torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank, GLOBAL_STREAM + micro))
         loss = diffusion_loss(self.model, x0, self._generator(self.global_step, micro), P_mean=self.P_mean,
                               P_std=self.P_std)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)

@@ -123,7 +123,8 @@ def load_stats(path: str | os.PathLike[str], extractor_id: str | None = None) ->
 
 # ---- metric names and references for an evaluation -------------------------------------------------------------
 EXTRACTORS = ("raw", "classifier", "inception")
-LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_size", "hflip")  # data-module keys, not data set
+# data-module keys, not data set options
+LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_size", "hflip", "shuffle_seed")
 _FIXED_METRICS = {"fid": ("frechet", "inception"), "kid": ("kid", "inception"), "raw_fd": ("frechet", "raw"),
                   "raw_kid": ("kid", "raw"), "sliced_w": ("sliced_w", "raw"), "mmd": ("mmd", "raw")}
 METRIC_HELP = ("fid, kid (Inception features), fd_<dataset>, kid_<dataset> (classifier features), raw_fd, raw_kid "
