@@ -27,8 +27,9 @@ EPS_RELS = (0.1, 0.05, 0.02, 0.01)
 
 
 def budget_cell(name: str, process_name: str, budget: int, mix: GaussianMixture, n: int,
-                errors: list[str]) -> str:
-    """'counted (steps S)' for one sampler / process / budget; on an error, a footnote number."""
+                errors: list[str], notes: list[str]) -> str:
+    """'counted (steps S)' for one sampler / process / budget; on an error, a footnote number. Over-budget counts
+    and counts differing from the sampler's own prediction are added to ``notes``."""
     process = PROCESSES.get(process_name)()
     try:
         sampler = get_sampler(name, nfe=budget)
@@ -41,6 +42,8 @@ def budget_cell(name: str, process_name: str, budget: int, mix: GaussianMixture,
         flags.append("OVER BUDGET")
     if res.nfe != sampler.nfe:
         flags.append(f"predicted {sampler.nfe}")
+    if flags:
+        notes.append(f"{name} / {process_name} / nfe={budget}: counted {res.nfe}, {', '.join(flags)}")
     return f"{res.nfe} ({sampler.steps} steps)" + (f" **{', '.join(flags)}**" if flags else "")
 
 
@@ -54,6 +57,7 @@ def adaptive_cell(name: str, process_name: str, eps_rel: float, mix: GaussianMix
 def build_table(n: int) -> str:
     mix = GaussianMixture.ring(8, 1.0, 0.1)
     errors: list[str] = []
+    notes: list[str] = []
     lines = ["## Counted NFE at requested budgets", "",
              "`get_sampler(name, nfe=B)` with default options, 2-D ring of 8 Gaussians, exact score, "
              f"n = {n} samples; cell = counted NFE per sample (steps); **OVER BUDGET** if any sample used more than B.",
@@ -68,9 +72,12 @@ def build_table(n: int) -> str:
             if cls.adaptive:
                 adaptive.append((name, pname))
                 continue
-            cells = [budget_cell(name, pname, b, mix, n, errors) for b in BUDGETS]
+            cells = [budget_cell(name, pname, b, mix, n, errors, notes) for b in BUDGETS]
             lines.append(f"| {name} | {pname} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
+    lines += ["", "Summary: " + ("no sampler used more than its budget and every counted NFE equals the sampler's "
+                                 "own prediction (`Sampler.nfe`)." if not notes else
+                                 f"{len(notes)} cell(s) flagged: " + "; ".join(notes))]
     if errors:
         lines += ["", "Errors raised (the sampler's own message):", ""]
         lines += [f"{i + 1}. {e}" for i, e in enumerate(errors)]

@@ -6,10 +6,12 @@ along a fixed unit vector by `shift` component stds, covariances x `inflate`); a
 (sigma_b is compared with sigma_eff = exp(-logSNR/2), the EDM sigma on VP). A deterministic sampler carries the
 error made above sigma_b to its output, so its error plateaus as NFE grows; Restart re-noises up to
 t_max <= sigma_b and descends with the exact score, contracting the error with every restart. Metrics: sliced
-Wasserstein-1 and unbiased multi-scale RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set, with the noise floor (fresh target sets).
+Wasserstein-1 and unbiased multi-scale RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set and the
+log-likelihood gap under the exact data law, with their noise floor (fresh target sets).
 Every run is also repeated with the exact score ("exact" columns).
 
-    python benchmarks/restart_bench.py [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]]
+    python benchmarks/restart_bench.py [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]
+                                       [--ckpt-n N]]
 """
 from __future__ import annotations
 
@@ -32,19 +34,27 @@ from fastdiff.samplers.restart import sigma_eff, t_of_sigma_eff
 
 # ---- metrics -----------------------------------------------------------------------------------------------
 class Metric:
-    """SW1 and unbiased RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set; MMD bandwidths 1/4, 1 and 4 x
-    the target's median pairwise distance."""
+    """SW1 and unbiased RBF MMD^2 (fastdiff.metrics.toy) against a fixed target set, plus the log-likelihood gap
+    mean log p_data(x) - mean log p_data(target) under the exact mixture (> 0: too concentrated, < 0: too spread).
+    MMD bandwidths: 1/4, 1 and 4 x the target's median pairwise distance; MMD uses at most ``mmd_max`` points."""
 
-    def __init__(self, target: Tensor) -> None:
-        self.target = target.double()
+    def __init__(self, target: Tensor, mix: GaussianMixture, mmd_max: int = 4000) -> None:
+        self.target, self.mmd_max = target.double(), mmd_max
         sub = self.target[:1000]
         med = torch.cdist(sub, sub).median().item()
         self.bandwidths = (0.25 * med, med, 4 * med)
+        self.comp = torch.distributions.MultivariateNormal(mix.means, scale_tril=torch.linalg.cholesky(mix.covs))
+        self.logw = torch.log(mix.weights)
+        self.target_logp = self.logp(self.target).mean().item()
 
-    def __call__(self, x: Tensor) -> tuple[float, float]:
-        x = x.double()
+    def logp(self, x: Tensor) -> Tensor:
+        return torch.logsumexp(self.logw + self.comp.log_prob(x[:, None, :]), dim=1)
+
+    def __call__(self, x: Tensor) -> tuple[float, float, float]:
+        x, m = x.double(), self.mmd_max
         return (float(sliced_wasserstein(x, self.target, n_proj=256, p=1.0)),
-                float(mmd_rbf(x, self.target, self.bandwidths)))
+                float(mmd_rbf(x[:m], self.target[:m], self.bandwidths)),
+                self.logp(x).mean().item() - self.target_logp)
 
 
 # ---- biased score ----------------------------------------------------------------------------------------
@@ -114,13 +124,19 @@ def scenario_rows(sc: Scenario) -> list[tuple[str, str, dict[str, Any]]]:
     return rows
 
 
+def cells(m: tuple[float, float, float]) -> str:
+    """Table cells: SW1, MMD^2 x 1e3, log-likelihood gap x 1e3."""
+    return f"{m[0]:.4f} | {1e3 * m[1]:.3f} | {1e3 * m[2]:+.1f}"
+
+
 def metric_and_floor(mix: GaussianMixture, n: int, sets: int = 5) -> tuple[Metric, str]:
     """The metric against one target set, and its noise floor: mean +- std over ``sets`` fresh target sets."""
-    metric = Metric(mix.sample(n, torch.Generator().manual_seed(1001)).float())
+    metric = Metric(mix.sample(n, torch.Generator().manual_seed(1001)).float(), mix)
     vals = torch.tensor([metric(mix.sample(n, torch.Generator().manual_seed(1002 + i)).float()) for i in range(sets)])
     mean, std = vals.mean(0), vals.std(0)
     return metric, (f"noise floor (target vs {sets} fresh target sets, mean +- std): "
-                    f"SW1 {mean[0]:.4f} +- {std[0]:.4f}, MMD^2 x1e3 {1e3 * mean[1]:.3f} +- {1e3 * std[1]:.3f}")
+                    f"SW1 {mean[0]:.4f} +- {std[0]:.4f}, MMD^2 x1e3 {1e3 * mean[1]:.3f} +- {1e3 * std[1]:.3f}, "
+                    f"log-lik gap x1e3 {1e3 * mean[2]:+.1f} +- {1e3 * std[2]:.1f}")
 
 
 def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
@@ -132,8 +148,9 @@ def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
     log(f"{type(process).__name__}, n = {n}; above sigma_b = {sc.sigma_b} the biased score is that of the mixture "
         f"with weights tilted by exp(+-{sc.bias[0]}), means shifted by {sc.bias[1]} component std, "
         f"covariances x{sc.bias[2]}; {floor}.\n")
-    log("| sampler | NFE | SW1 exact | MMD^2 x1e3 exact | SW1 biased | MMD^2 x1e3 biased | s |")
-    log("|---|---|---|---|---|---|---|")
+    log("| sampler | NFE | SW1 exact | MMD^2 x1e3 exact | gap x1e3 exact | SW1 biased | MMD^2 x1e3 biased | "
+        "gap x1e3 biased | s |")
+    log("|---|---|---|---|---|---|---|---|---|")
     shape = (n, mix.dim)
     for label, name, kwargs in scenario_rows(sc):
         sampler = get_sampler(name, **kwargs)
@@ -141,26 +158,27 @@ def run_scenario(sc: Scenario, n: int, log: Callable[[str], None]) -> None:
         res_e = sampler.sample(exact, process, shape, seeds=range(n))
         res_b = sampler.sample(biased, process, shape, seeds=range(n))
         dt = time.perf_counter() - t0
-        (swe, mme), (swb, mmb) = metric(res_e.x), metric(res_b.x)
-        log(f"| {label} | {res_b.nfe} | {swe:.4f} | {1e3 * mme:.3f} | {swb:.4f} | {1e3 * mmb:.3f} | {dt:.1f} |")
+        log(f"| {label} | {res_b.nfe} | {cells(metric(res_e.x))} | {cells(metric(res_b.x))} | {dt:.1f} |")
 
 
 BUDGETS = (43, 55, 75, 115)  # the paper's VP presets vp_43 .. vp_115 (N_main 18, [3, K, 0.06, 0.30], K = 2/5/10/20)
 
 
 def trained_rows(process: Process, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
-    """Equal-NFE rows: per budget edm_heun, edm_sde (S_churn 40 and 10), Restart (paper preset, wider interval)."""
+    """Equal-NFE rows: per budget edm_heun, edm_sde (S_churn 40 and 5), Restart (paper preset, wider interval)."""
     if not process.supports("edm_view"):
         raise SystemExit(f"--ckpt: the equal-NFE comparison needs a VE/VP network, got {type(process).__name__}")
     rows: list[tuple[str, str, dict[str, Any]]] = []
     ks = {43: 2, 55: 5, 75: 10, 115: 20}
-    for b in (BUDGETS[::2] if quick else BUDGETS):
+    for b in BUDGETS:
         steps = (b + 1) // 2  # edm_heun / edm_sde: NFE = 2 steps - 1
         rows += [(f"edm_heun {steps} steps", "edm_heun", {"steps": steps}),
                  (f"edm_sde {steps} steps, S_churn 40", "edm_sde", {"steps": steps}),
-                 (f"edm_sde {steps} steps, S_churn 10", "edm_sde", {"steps": steps, "S_churn": 10.0}),
-                 (f"restart preset vp_{b} [3,{ks[b]},0.06,0.30]", "restart", {"preset": f"vp_{b}"}),
-                 (f"restart [3,{ks[b]},0.06,1.0]", "restart", {"steps": 18, "intervals": [[3, ks[b], 0.06, 1.0]]})]
+                 (f"edm_sde {steps} steps, S_churn 5", "edm_sde", {"steps": steps, "S_churn": 5.0}),
+                 (f"restart preset vp_{b} [3,{ks[b]},0.06,0.30]", "restart", {"preset": f"vp_{b}"})]
+        if not quick:  # a wider interval at the same cost
+            wide = {"steps": 18, "intervals": [[3, ks[b], 0.06, 1.0]]}
+            rows.append((f"restart [3,{ks[b]},0.06,1.0]", "restart", wide))
     return rows
 
 
@@ -181,16 +199,16 @@ def run_trained(ckpt: str, n: int, quick: bool, log: Callable[[str], None]) -> N
     metric, floor = metric_and_floor(mix, n)
     log(f"\n### Trained network: {ckpt} ({type(process).__name__}, toy2d rings), equal NFE\n")
     log(f"n = {n}; {floor}. 'exact' = the same sampler with the exact score of the rings mixture.\n")
-    log("| sampler | NFE | SW1 net | MMD^2 x1e3 net | SW1 exact | MMD^2 x1e3 exact | s |")
-    log("|---|---|---|---|---|---|---|")
+    log("| sampler | NFE | SW1 net | MMD^2 x1e3 net | gap x1e3 net | SW1 exact | MMD^2 x1e3 exact | "
+        "gap x1e3 exact | s |")
+    log("|---|---|---|---|---|---|---|---|---|")
     with torch.no_grad():
         for label, name, kwargs in trained_rows(process, quick):
             sampler = get_sampler(name, **kwargs)
             t0 = time.perf_counter()
             res = sampler.sample(model, process, (n, mix.dim), seeds=range(n))
             res_e = sampler.sample(exact, process, (n, mix.dim), seeds=range(n))
-            (sw, mm), (swe, mme) = metric(res.x), metric(res_e.x)
-            log(f"| {label} | {res.nfe} | {sw:.4f} | {1e3 * mm:.3f} | {swe:.4f} | {1e3 * mme:.3f} | "
+            log(f"| {label} | {res.nfe} | {cells(metric(res.x))} | {cells(metric(res_e.x))} | "
                 f"{time.perf_counter() - t0:.1f} |")
 
 
@@ -219,6 +237,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt", type=str, default=None, help="also run on a network trained on toy2d rings (scenario c)")
     ap.add_argument("--only-ckpt", action="store_true", help="skip the oracle scenarios")
+    ap.add_argument("--ckpt-n", type=int, default=None, help="samples per run for --ckpt (default: --n)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lines: list[str] = []
@@ -232,7 +251,7 @@ def main() -> None:
         for sc in scenarios(args.quick):
             run_scenario(sc, args.n, log)
     if args.ckpt:
-        run_trained(args.ckpt, args.n, args.quick, log)
+        run_trained(args.ckpt, args.ckpt_n or args.n, args.quick, log)
     log(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.out:
         with open(args.out, "w") as f:

@@ -93,16 +93,20 @@ def build_scenarios(names: list[str], ckpt: str | None) -> list[Scenario]:
 METRICS = [("MMD^2 x 1e4", 1e4), ("sliced W2 x 1e3", 1e3), ("log-lik gap x 1e3 (nats)", 1e3)]
 
 
-def data_log_prob(gm: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
-    """Exact log density of the data law (the mixture at t = 0) at points x [N, d]."""
+def loglik_gap(gm: GaussianMixture, x: torch.Tensor, ref: torch.Tensor) -> float:
+    """mean log p_data(x) - mean log p_data(ref) under the exact data law (the mixture at t = 0)."""
     comp = torch.distributions.MultivariateNormal(gm.means, scale_tril=torch.linalg.cholesky(gm.covs))
-    return torch.logsumexp(torch.log(gm.weights) + comp.log_prob(x.double()[:, None, :]), dim=1)
+
+    def logp(y: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(torch.log(gm.weights) + comp.log_prob(y.double()[:, None, :]), dim=1)
+
+    return float(logp(x).mean() - logp(ref).mean())
 
 
 def metrics(x: torch.Tensor, ref: torch.Tensor, sc: "Scenario") -> tuple[float, float, float]:
     """(MMD^2, sliced W2, log-likelihood gap) of samples x against reference target samples."""
-    gap = data_log_prob(sc.target, x).mean() - data_log_prob(sc.target, ref).mean()
-    return float(mmd_rbf(x, ref, sc.bandwidths)), float(sliced_wasserstein(x, ref)), float(gap)
+    gap = loglik_gap(sc.target, x, ref)
+    return float(mmd_rbf(x, ref, sc.bandwidths)), float(sliced_wasserstein(x, ref)), gap
 
 
 def run_scenario(sc: Scenario, cfgs: list, nfes: list[int], n: int) -> dict[str, Any]:
