@@ -62,7 +62,7 @@ class EMAConfig:
 class TrainerConfig:
     """Lightning Trainer options; ckpt_path is null, 'last' (out_dir/checkpoints/last.ckpt) or a path."""
 
-    max_steps: int = _opt(3000, ge=1)
+    max_steps: int = _opt(2500, ge=1)
     accelerator: str = "auto"
     devices: Union[int, str, list[int]] = 1
     num_nodes: int = _opt(1, ge=1)
@@ -102,14 +102,14 @@ SECTIONS: dict[str, type] = {
 # registry-backed sections: {name, **options}; the default job is digits / VP / small UNet
 REGISTRY_DEFAULTS: dict[str, dict[str, Any]] = {
     "process": {"name": "vp"},
-    "net": {"name": "unet", "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
+    "net": {"name": "unet", "channels": 24, "channel_mult": [1, 2], "num_res_blocks": 1,
             "attn_resolutions": [4], "dropout": 0.1},
     "data": {"name": "digits", "batch_size": 128, "num_workers": 0, "hflip": False},
 }
 TOP_LEVEL: dict[str, Any] = {"seed": 0, "out_dir": "runs/digits_vp"}
 # validation sampling of the embedded default job (configs/digits_vp.yaml holds the same; files start from [])
 DEFAULT_EVALUATION: list[dict[str, Any]] = [{
-    "n_samples": 128, "every_n_steps": 1000, "metrics": ["fd_digits", "kid_digits", "raw_fd"],
+    "n_samples": 128, "every_n_steps": 1250, "metrics": ["fd_digits", "kid_digits", "raw_fd"],
     "samplers": [{"sampler": "edm_heun", "nfe": [9, 19, 35]}, {"sampler": "restart", "nfe": [20, 43]},
                  {"sampler": "ggf", "options": [{"eps_rel": 0.1, "max_nfe": 300}]},
                  {"sampler": "euler_maruyama", "nfe": [20, 100]}]}]
