@@ -21,6 +21,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --no-deps "k-diffusion==0.1.1.post1"
 "${PIP[@]}" safetensors tqdm "torchsde==0.2.6" "torchdiffeq==0.2.5" trampoline
 "$VENV/bin/python" - <<'PY'
-from fastdiff.bench.peers import peer_versions
-print("peers:", peer_versions())
+from fastdiff.bench.meta import version_of
+from fastdiff.bench.peers import missing_peers
+print("peers:", {p: version_of(p) for p in ("k-diffusion", "torchsde")}, "not importable:", missing_peers() or "none")
 PY

@@ -1,0 +1,49 @@
+"""``python -m fastdiff.bench {quality,speed,report,restart,ggf,splitting,throughput} ...``"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fastdiff.bench.scripts import SCRIPTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fastdiff.bench import quality, speed
+
+    ap = argparse.ArgumentParser(prog="python -m fastdiff.bench",
+                                 description="fastdiff benchmarks; results go to benchmarks/results/, "
+                                             "`report` assembles BENCHMARKS.md")
+    sub = ap.add_subparsers(dest="command", required=True)
+    quality.add_arguments(sub.add_parser("quality", help="quality per NFE vs peers on oracle mixtures and toy nets"))
+    speed.add_arguments(sub.add_parser("speed", help="sampler / training overheads as ratios, sample.py scaling"))
+    rep = sub.add_parser("report", help="assemble BENCHMARKS.md from benchmarks/results/*.md")
+    rep.add_argument("--out", default=None, help="output file (default: BENCHMARKS.md at the repo root)")
+    for name, path in SCRIPTS.items():
+        sub.add_parser(name, help=f"run {path} (arguments passed through)", add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SCRIPTS:  # pass everything after the subcommand through untouched
+        from fastdiff.bench.scripts import run_script
+
+        run_script(argv[0], argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    if args.command == "quality":
+        from fastdiff.bench import quality
+
+        quality.main(args)
+    elif args.command == "speed":
+        from fastdiff.bench import speed
+
+        speed.main(args)
+    elif args.command == "report":
+        from fastdiff.bench import report
+
+        report.main(args)
+
+
+if __name__ == "__main__":
+    main()

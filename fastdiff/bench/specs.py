@@ -1,0 +1,72 @@
+"""Run specifications of the quality benchmark: which sampler (ours or a peer's) at which NFE budget or tolerance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastdiff.processes.base import Process
+from fastdiff.registry import SAMPLERS
+from fastdiff.samplers import Sampler, SamplerError, get_sampler, list_samplers
+
+BUDGETS: tuple[int, ...] = (10, 20, 35, 50, 100, 200, 500, 1000)
+# ggf's tolerance sweep: eps_rel, with eps_abs kept at the default ratio eps_abs / eps_rel = 0.0078 / 0.05
+GGF_EPS_REL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One sampling run: ``family`` 'fastdiff' or 'peer', a method, and a budget (fixed-step) or a tolerance."""
+
+    family: str
+    method: str
+    budget: int | None = None  # NFE budget of fixed-step samplers (the run's NFE is <= budget)
+    tol: float | None = None  # tolerance of adaptive samplers (the run's NFE is measured)
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.budget is None
+
+    @property
+    def label(self) -> str:
+        """Row label in the tables (adaptive runs: one row per tolerance)."""
+        return self.method if self.tol is None else f"{self.method} tol={self.tol:g}"
+
+
+def ggf_options(eps_rel: float, max_nfe: int) -> dict[str, Any]:
+    return {"eps_rel": eps_rel, "eps_abs": 0.0078 * eps_rel / 0.05, "max_nfe": max_nfe}
+
+
+def build_sampler(spec: RunSpec) -> Sampler:
+    """The fastdiff sampler of a spec."""
+    if spec.adaptive:
+        return get_sampler(spec.method, **spec.options)
+    return get_sampler(spec.method, nfe=spec.budget, **spec.options)
+
+
+def our_specs(process: Process, budgets: tuple[int, ...] = BUDGETS, samplers: list[str] | None = None,
+              ggf_eps_rel: tuple[float, ...] = GGF_EPS_REL) -> list[RunSpec]:
+    """Every registered sampler (or ``samplers``) that supports ``process``, with default options, at every budget
+    it can meet (budgets below a sampler's minimum NFE are left out); adaptive samplers over a tolerance sweep."""
+    names = list_samplers() if samplers is None else samplers
+    unknown = [n for n in names if n not in SAMPLERS]
+    if unknown:
+        raise ValueError(f"unknown sampler(s) {unknown}; registered: {', '.join(list_samplers())}")
+    specs: list[RunSpec] = []
+    for name in names:
+        cls = SAMPLERS.get(name)
+        if not cls.supports(process):
+            continue
+        if cls.adaptive:
+            if name == "ggf":
+                specs += [RunSpec("fastdiff", name, tol=e, options=ggf_options(e, max(budgets))) for e in ggf_eps_rel]
+            else:  # an adaptive sampler without a known tolerance knob: one run with its defaults
+                specs.append(RunSpec("fastdiff", name, tol=float("nan")))
+            continue
+        for b in budgets:
+            try:
+                get_sampler(name, nfe=b)
+            except SamplerError:
+                continue
+            specs.append(RunSpec("fastdiff", name, budget=b))
+    return specs

@@ -1,0 +1,164 @@
+"""fastdiff.bench: the quality machinery on a tiny configuration, NFE accounting, peers skipped or checked."""
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+from fastdiff.bench import peers
+from fastdiff.bench.biased import BiasedScore, perturbed
+from fastdiff.bench.noise import BatchNoise
+from fastdiff.bench.quality import Floor, QualityConfig, Row, SlicedW1, run_quality
+from fastdiff.bench.report import assemble
+from fastdiff.bench.specs import RunSpec, our_specs
+from fastdiff.bench.tables import bucket, quality_markdown, verdict
+from fastdiff.metrics.toy import sliced_wasserstein
+from fastdiff.oracle import GaussianMixture
+from fastdiff.processes import PSLD, VE, VP
+from fastdiff.samplers import get_sampler
+
+TINY = QualityConfig(n=48, budgets=(10, 20), processes=("vp",), targets=("rings2d",), scenarios=("exact",),
+                     samplers=["edm_heun", "euler_maruyama"], peers=False, n_ref=2000)
+
+
+@pytest.fixture
+def no_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make k_diffusion and torchsde unimportable, whatever the environment has."""
+    for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(peers, "_CACHE", {})
+
+
+def test_tiny_quality_run_rows_and_nfe_accounting() -> None:
+    res = run_quality(TINY)
+    assert [p.key for p in res.problems] == ["vp/rings2d/exact"]
+    got = sorted((r.label, r.budget) for r in res.rows)
+    assert got == [("edm_heun", 10), ("edm_heun", 20), ("euler_maruyama", 10), ("euler_maruyama", 20)]
+    expected_nfe = {("edm_heun", 10): 9, ("edm_heun", 20): 19, ("euler_maruyama", 10): 10, ("euler_maruyama", 20): 20}
+    for r in res.rows:
+        assert r.status == "ok", r.status
+        # the benchmark's own score wrapper == the sampler's CountedScore == its declared nfe_for(steps)
+        assert r.nfe == r.nfe_sampler == r.nfe_declared == expected_nfe[(r.label, r.budget)]
+        assert r.sw is not None and math.isfinite(r.sw) and r.sw > 0
+    text = quality_markdown(res, TINY, "python -m fastdiff.bench quality --tiny", [])
+    table = [ln for ln in text.splitlines() if ln.startswith("| edm_heun |") or ln.startswith("| euler_maruyama |")]
+    assert len(table) == 2 and all(ln.count("|") == len(TINY.budgets) + 3 for ln in table)
+    assert "| sampler | 10 | 20 | s |" in text
+    assert "NFE accounting: 4 completed runs" in text and "Mismatches" not in text
+
+
+def test_adaptive_runs_are_counted_and_bucketed() -> None:
+    specs = [s for s in our_specs(VP(), (10, 20, 50), ["ggf"], ggf_eps_rel=(0.5,))]
+    assert specs == [RunSpec("fastdiff", "ggf", tol=0.5)] and specs[0].options["max_nfe"] == 50
+    cfg = QualityConfig(n=32, budgets=(10, 20, 50), processes=("vp",), targets=("rings2d",), scenarios=("exact",),
+                        samplers=["ggf"], peers=False, ggf_eps_rel=(0.5,), n_ref=2000)
+    (row,) = run_quality(cfg).rows
+    assert row.status == "ok" and row.nfe_declared is None
+    assert row.nfe == pytest.approx(row.nfe_sampler) and 3 <= row.nfe <= 50
+    assert bucket(row.nfe, cfg.budgets) == next(b for b in cfg.budgets if row.nfe <= b)
+
+
+def test_budgets_below_a_samplers_minimum_are_left_out() -> None:
+    budgets = (10, 20)
+    specs = our_specs(VP(), budgets, ["restart", "edm_euler"])
+    minimum = get_sampler("restart").min_nfe
+    assert {s.budget for s in specs if s.method == "restart"} == {b for b in budgets if b >= minimum}
+    assert {s.budget for s in specs if s.method == "edm_euler"} == set(budgets)
+    assert not [s for s in our_specs(VE(), budgets) if s.method in ("sps", "bao", "sscs")]  # PSLD-only
+
+
+def test_cached_sliced_w1_equals_the_metric_module() -> None:
+    g = torch.Generator().manual_seed(1)
+    ref, x = torch.randn(720, 3, generator=g, dtype=torch.float64), 1.3 * torch.randn(90, 3, generator=g) + 0.2
+    want = sliced_wasserstein(x, ref, n_proj=64, p=1.0, seed=5).item()
+    assert SlicedW1(ref, 90, n_proj=64, seed=5)(x) == pytest.approx(want, rel=1e-5)  # float32 differences
+    with pytest.raises(ValueError, match="set up for 90 samples"):
+        SlicedW1(ref, 90)(x[:10])
+    with pytest.raises(ValueError, match="multiple of n = 100"):
+        SlicedW1(ref, 100)
+
+
+def test_bucket_and_verdict() -> None:
+    assert bucket(9, (10, 20)) == 10 and bucket(10, (10, 20)) == 10 and bucket(10.5, (10, 20)) == 20
+    assert bucket(21, (10, 20)) is None and bucket(None, (10,)) is None
+    floor = Floor(sw=0.05, sw_std=0.01, mmd=0.0, mmd_std=0.0)
+    row = lambda sw: Row("p", "x", "x", "x", 10, None, sw=sw)  # noqa: E731
+    assert verdict(row(0.2), row(0.4), floor) == "<" and verdict(row(0.4), row(0.2), floor) == ">"
+    assert verdict(row(0.30), row(0.31), floor) == "≈"  # within 2 sqrt(2) floor std
+    assert verdict(row(0.06), row(0.02), floor) == "≈"  # both at the floor
+    assert verdict(None, row(0.1), floor) == ""
+
+
+def test_peers_are_skipped_cleanly_when_not_importable(no_peers: None) -> None:
+    assert peers.k_sampling() is None and peers.torchsde_module() is None
+    assert peers.missing_peers() == ["k-diffusion", "torchsde"]
+    assert peers.peer_specs(VP(), (10, 20)) == []
+    cfg = QualityConfig(**{**TINY.__dict__, "peers": True, "samplers": ["edm_euler"], "budgets": (10,)})
+    res = run_quality(cfg)
+    assert res.missing_peers == ["k-diffusion", "torchsde"]
+    assert [r.family for r in res.rows] == ["fastdiff"]
+    text = quality_markdown(res, cfg, "cmd", [])
+    assert "peers not installed (see benchmarks/setup_peers.sh)" in text
+    assert "edm_euler / —" in text  # headline cell: ours, no peer
+
+
+def test_biased_score_is_exact_below_sigma_b_and_wrong_above() -> None:
+    mix = GaussianMixture.ring(4, 1.0, 0.2)
+    wrong = perturbed(mix, 1.0, 2.0, 1.5)
+    for proc in (VP(), PSLD()):
+        score = BiasedScore(mix, wrong, proc, sigma_b=0.3)
+        z = torch.randn(6, 2 * proc.k, dtype=torch.float64)
+        t_lo, t_hi = torch.full((6,), 0.01, dtype=torch.float64), torch.full((6,), 0.9, dtype=torch.float64)
+        assert torch.allclose(score(z, t_lo), mix.score(proc, z, t_lo))
+        assert torch.allclose(score(z, t_hi), wrong.score(proc, z, t_hi))
+        mixed = torch.where(torch.arange(6) % 2 == 0, t_lo, t_hi)
+        want = torch.where((torch.arange(6) % 2 == 0)[:, None], mix.score(proc, z, mixed), wrong.score(proc, z, mixed))
+        assert torch.allclose(score(z, mixed), want)
+
+
+def test_batch_noise_shapes_and_reproducibility() -> None:
+    a, b = BatchNoise(range(5), base_seed=3), BatchNoise(range(5), base_seed=3)
+    assert torch.equal(a.randn((2,)), b.randn((2,)))
+    assert a.randn((3,), idx=torch.tensor([0, 4])).shape == (2, 3)
+    assert a.rand((1,)).shape == (5, 1) and a.randn((2,), dtype=torch.float64).dtype == torch.float64
+
+
+def test_report_orders_sections_and_fixes_links(tmp_path) -> None:
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    for name in ("zeta", "ggf", "speed", "restart", "quality"):
+        (res / f"{name}.md").write_text(f"## {name}\n\n![plot]({name}.png) [csv]({name}.csv) [web](https://x.y/z)\n")
+    (res / "splitting.md").write_text("# splitting\n\n## sub\n")
+    text = assemble(res, tmp_path)
+    heads = [ln.split()[1] for ln in text.splitlines() if ln.startswith("## ") and len(ln.split()) == 2]
+    assert heads == ["quality", "speed", "restart", "ggf", "splitting", "zeta"]
+    assert "![plot](benchmarks/results/quality.png)" in text and "(https://x.y/z)" in text
+    assert "### sub" in text  # a section opening with '# ' is demoted one level
+
+
+k_diffusion_present = peers.k_sampling() is not None
+
+
+@pytest.mark.skipif(not k_diffusion_present, reason="k-diffusion not installed (benchmarks/setup_peers.sh)")
+@pytest.mark.parametrize("ours, theirs", [("edm_heun", "k:heun"), ("edm_euler", "k:euler"),
+                                          ("dpmpp_2m", "k:dpmpp_2m")])
+def test_k_diffusion_adapter_reproduces_the_same_algorithm(ours: str, theirs: str) -> None:
+    mix, proc, n = GaussianMixture.ring(8, 1.0, 0.1), VP(), 64
+    score = mix.score_fn(proc)
+    x_ours = get_sampler(ours, nfe=19).sample(score, proc, (n, 2), noise=BatchNoise(range(n))).x
+    res = peers.run_peer(RunSpec("peer", theirs, budget=19), score, proc, (n, 2), BatchNoise(range(n)))
+    assert res.nfe == res.nfe_declared == get_sampler(ours, nfe=19).nfe
+    assert torch.allclose(x_ours, res.x, atol=1e-4)
+
+
+@pytest.mark.skipif(peers.torchsde_module() is None, reason="torchsde not installed (benchmarks/setup_peers.sh)")
+def test_torchsde_adapter_samples_the_target() -> None:
+    mix, n = GaussianMixture.gaussian([0.5, -1.0], [[0.09, 0.0], [0.0, 0.04]]), 400
+    for proc in (VP(), PSLD()):
+        res = peers.run_peer(RunSpec("peer", "torchsde:srk", tol=0.1), mix.score_fn(proc), proc, (n, 2),
+                             BatchNoise(range(n)))
+        assert res.nfe > 2 and res.nfe_declared is None
+        assert torch.allclose(res.x.mean(0), torch.tensor([0.5, -1.0]), atol=0.06)
+        assert torch.allclose(res.x.std(0), torch.tensor([0.3, 0.2]), rtol=0.15)
