@@ -16,7 +16,6 @@ Every run is also repeated with the exact score ("exact" columns).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,11 +24,12 @@ import torch
 from torch import Tensor
 
 from fastdiff.metrics.toy import mmd_rbf, sliced_wasserstein
+from fastdiff.bench.biased import BiasedScore, perturbed
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VP
 from fastdiff.processes.base import Process
 from fastdiff.samplers import get_sampler, list_samplers
-from fastdiff.samplers.restart import sigma_eff, t_of_sigma_eff
+from fastdiff.samplers.restart import t_of_sigma_eff
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------
@@ -57,34 +57,7 @@ class Metric:
                 self.logp(x).mean().item() - self.target_logp)
 
 
-# ---- biased score ----------------------------------------------------------------------------------------
-def perturbed(mix: GaussianMixture, tilt: float, shift: float, inflate: float) -> GaussianMixture:
-    """The mixture a biased score 'believes' in: tilted weights, shifted means, inflated covariances."""
-    k, d = mix.means.shape
-    signs = torch.tensor([(-1.0) ** i for i in range(k)], dtype=torch.float64)
-    u = torch.ones(d, dtype=torch.float64) / math.sqrt(d)
-    comp_std = torch.diagonal(mix.covs, dim1=-2, dim2=-1).mean().sqrt().item()
-    return GaussianMixture(mix.weights * torch.exp(tilt * signs), mix.means + shift * comp_std * u, mix.covs * inflate)
-
-
-class BiasedScore:
-    """Exact score of ``mix`` where sigma_eff(t) <= sigma_b, exact score of ``wrong`` above (picklable)."""
-
-    def __init__(self, mix: GaussianMixture, wrong: GaussianMixture | None, process: Process, sigma_b: float) -> None:
-        self.good, self.process, self.sigma_b = mix.score_fn(process), process, sigma_b
-        self.bad = wrong.score_fn(process) if wrong is not None else None
-
-    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
-        if self.bad is None:
-            return self.good(z, t)
-        above = sigma_eff(self.process, t) > self.sigma_b * (1 + 1e-9)
-        if not bool(above.any()):
-            return self.good(z, t)
-        if bool(above.all()):
-            return self.bad(z, t)
-        out = self.good(z, t)
-        out[above] = self.bad(z[above], t[above])
-        return out
+# ---- biased score: fastdiff.bench.biased (perturbed, BiasedScore) ----------------------------------------
 
 
 # ---- runs ------------------------------------------------------------------------------------------------
