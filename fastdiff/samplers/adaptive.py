@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..processes.base import Process, append_dims
 from . import register_sampler
-from .base import CountedScore, Sampler, SamplerError
+from .base import CountedScore, Sampler, SamplerError, denoise_data_part
 from .noise import NoiseSource
 
 DONE_TOL = 1e-10  # a sample is finished when t - t_eps <= DONE_TOL * T
@@ -250,8 +250,4 @@ class GottaGoFast(Sampler):
 
     def _finish(self, score: CountedScore, process: Process, x: Tensor, t: Tensor) -> Tensor:
         """Tweedie denoising at each sample's final t (1 NFE) when final_denoise is on; momentum is kept."""
-        if not self.options.final_denoise:
-            return x
-        parts = list(process.split(x))
-        parts[0] = process.denoise(x, t, score(x, t))
-        return process.join(parts)
+        return denoise_data_part(score, process, x, t) if self.options.final_denoise else x

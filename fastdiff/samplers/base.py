@@ -197,6 +197,13 @@ class Sampler:
         return f"{type(self).__name__}({opts})"
 
 
+def denoise_data_part(score: ScoreFn, process: Process, z: Tensor, t: Tensor) -> Tensor:
+    """Tweedie denoising of the data part of z at t (1 NFE); the momentum part (PSLD) is kept as it is."""
+    parts = list(process.split(z))
+    parts[0] = process.denoise(z, t, score(z, t))
+    return process.join(parts)
+
+
 def cls_supports(cls: type[Sampler], process_cls: type) -> bool:
     req = cls.requires
     return req is None or req in getattr(process_cls, "capabilities", frozenset())
@@ -233,9 +240,4 @@ class TimeGridSampler(Sampler):
 
     def finish(self, score: CountedScore, process: Process, z: Tensor, t_end: Tensor) -> Tensor:
         """Tweedie denoising at t_end (1 NFE) when final_denoise is on; momentum is kept for PSLD."""
-        if not self.options.final_denoise:
-            return z
-        x0 = process.denoise(z, t_end, score(z, t_end))
-        parts = list(process.split(z))
-        parts[0] = x0
-        return process.join(parts)
+        return denoise_data_part(score, process, z, t_end) if self.options.final_denoise else z

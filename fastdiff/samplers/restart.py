@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..processes.base import Process
 from . import register_sampler
-from .base import CountedScore, SamplerError
+from .base import CountedScore, SamplerError, denoise_data_part
 from .edm import EDMSampler, heun_step
 from .grids import karras_sigmas, t_of_log_snr, time_grid
 from .noise import NoiseSource
@@ -349,8 +349,4 @@ class Restart(EDMSampler):
 
     def finish(self, score: CountedScore, process: Process, z: Tensor, t_end: Tensor) -> Tensor:
         """Tweedie denoising at t_end (1 NFE) when final_denoise is on; momentum is kept for PSLD."""
-        if not self.options.final_denoise:
-            return z
-        parts = list(process.split(z))
-        parts[0] = process.denoise(z, t_end, score(z, t_end))
-        return process.join(parts)
+        return denoise_data_part(score, process, z, t_end) if self.options.final_denoise else z
