@@ -22,15 +22,6 @@ PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": 
 SEEDS = list(range(16))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation cost on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def draws(seed: int, shape: tuple[int, ...], count: int) -> list[torch.Tensor]:
     """The first ``count`` standard-normal draws of one sample's stream (float32 draws, as NoiseSource makes)."""
     g = torch.Generator().manual_seed(seed)

@@ -17,15 +17,6 @@ T64 = torch.float64
 D = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: intra-op threads only add contention here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ExactGaussianScore:
     """Exact score of N(mu, Q diag(lam) Q^T) under a linear process, vectorised over per-sample t."""
 

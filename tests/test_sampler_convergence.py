@@ -30,14 +30,6 @@ MOMENT_PROCESSES = {**PROCESSES, "ve": VE}  # sigma_max 50: the VE prior N(0, 50
 ADAPTIVE_OPTIONS = {"ggf": {"eps_rel": 0.02, "eps_abs": 0.0078, "noise_control": "bridge"}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def first_draws(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).double()
 
