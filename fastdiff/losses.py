@@ -6,6 +6,7 @@ from torch import Tensor
 
 from fastdiff.model import ScoreModel
 from fastdiff.processes.base import append_dims
+from fastdiff.schema.sections import ModelConfig
 
 
 def sample_train_times(model: ScoreModel, batch: int, device: torch.device,
@@ -27,7 +28,7 @@ def eps_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator | None = 
 
 
 def edm_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None,
-             P_mean: float = -1.2, P_std: float = 1.2) -> Tensor:
+             P_mean: float = ModelConfig.P_mean, P_std: float = ModelConfig.P_std) -> Tensor:
     """EDM loss: ln sigma ~ N(P_mean, P_std^2), weight (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, MSE(D, x0)."""
     sd = model.sigma_data
     log_sigma = P_mean + P_std * torch.randn(x0.shape[0], dtype=torch.float64, device=x0.device, generator=generator)
@@ -40,7 +41,7 @@ def edm_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator | None = 
 
 
 def diffusion_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None,
-                   P_mean: float = -1.2, P_std: float = 1.2) -> Tensor:
+                   P_mean: float = ModelConfig.P_mean, P_std: float = ModelConfig.P_std) -> Tensor:
     """Scalar training loss for the model's parameterization (eps: all processes; edm: VE/VP)."""
     if x0.ndim < 2:
         raise ValueError(f"x0 must be a batch [B, ...], got shape {tuple(x0.shape)}")

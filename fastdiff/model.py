@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -12,7 +11,6 @@ from fastdiff.processes import Process, get_process
 from fastdiff.processes.base import append_dims, as_time
 
 PARAMETERIZATIONS = ("eps", "edm")
-MODEL_KEYS = ("parameterization", "sigma_data", "P_mean", "P_std")
 
 
 def check_parameterization(process: Process, parameterization: str | None) -> str:
@@ -128,19 +126,15 @@ def build_score_model(config: Mapping[str, Any], data_shape: Sequence[int]) -> S
         if "name" not in sec:
             raise ValueError(f"config section {key!r} needs a 'name'")
         sections[key] = sec
-    model_cfg = dict(config.get("model") or {})
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
-    if unknown:
-        raise ValueError(f"model.{unknown[0]}: unknown key; allowed: {', '.join(MODEL_KEYS)}")
+    from fastdiff.schema import ModelConfig, parse_dataclass
+
+    model_cfg = parse_dataclass("model", config.get("model") or {}, ModelConfig)
     proc_opts = sections["process"]
     process = get_process(proc_opts.pop("name"), **proc_opts)
-    parameterization = check_parameterization(process, model_cfg.get("parameterization"))
+    parameterization = check_parameterization(process, model_cfg.parameterization)
     net_opts = sections["net"]
     net_name = net_opts.pop("name")
     channels = process.state_channels(data_shape[0])
     net = get_net(net_name, in_channels=channels, out_channels=channels,
                   **_net_kwargs(net_name, net_opts, data_shape))
-    sigma_data = model_cfg.get("sigma_data", 0.5)
-    if sigma_data is None or not math.isfinite(float(sigma_data)):
-        raise ValueError(f"model.sigma_data must be a positive number, got {sigma_data!r}")
-    return ScoreModel(net, process, parameterization=parameterization, sigma_data=float(sigma_data))
+    return ScoreModel(net, process, parameterization=parameterization, sigma_data=model_cfg.sigma_data)

@@ -1,38 +1,13 @@
-"""Seed lists and their split across ranks (the rule of EDM's generate.py), shared by sample.py and callbacks."""
+"""Seed lists and their split across ranks (the rule of EDM's generate.py), shared by sample.py, callbacks and the
+Python API. One grammar everywhere: an int (one seed), a string 'A-B' / 'A,B,C' / '0-9,20', or a list of ints."""
 from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
-
-def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
-    """'0-49999', '0,5,10-12' or a list of ints -> sorted-as-given list of unique non-negative seeds."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        return [spec] if spec >= 0 else _bad(spec)
-    if isinstance(spec, str):
-        out: list[int] = []
-        for part in spec.replace(" ", "").split(","):
-            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not m:
-                _bad(spec)
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
-            if hi < lo:
-                _bad(spec)
-            out.extend(range(lo, hi + 1))
-    else:
-        try:
-            out = [int(s) for s in spec]
-        except (TypeError, ValueError):
-            _bad(spec)
-        if any(s < 0 for s in out) or any(isinstance(s, bool) for s in spec):
-            _bad(spec)
-    if not out:
-        _bad(spec)
-    if len(set(out)) != len(out):
-        raise ValueError(f"seed list {_short(spec)} contains duplicates; each seed names one sample")
-    return out
+MAX_SEEDS = 10_000_000  # a list this long is ~0.4 GB of Python ints; larger requests are typos (0-99999999999)
+ALLOWED = "allowed: 'A-B' (inclusive, A <= B), 'A,B,C', a mix like '0-9,20', an int, or a list of distinct ints >= 0"
 
 
 def _short(spec: object) -> str:
@@ -40,9 +15,59 @@ def _short(spec: object) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def _bad(spec: object) -> list[int]:
-    raise ValueError(f"malformed seeds {_short(spec)}: use 'A-B' (inclusive), 'A,B,C', a mix like '0-9,20', "
-                     "or a list of non-negative integers")
+def _ranges(spec: str) -> list[tuple[int, int]]:
+    """'0-9,20' -> [(0, 9), (20, 20)] with one-line errors (no list is built yet)."""
+    out = []
+    for part in spec.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(f"malformed seeds {_short(spec)} (part {part!r}) — {ALLOWED}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"seeds {_short(spec)}: range {lo}-{hi} ends below its start — write it as {hi}-{lo}")
+        out.append((lo, hi))
+    return out
+
+
+def parse_seeds(spec: Any, max_seeds: int = MAX_SEEDS) -> list[int]:
+    """An int, 'A-B' / 'A,B,C' / '0-9,20', or an iterable of ints -> the list of distinct non-negative seeds.
+
+    Strings are never iterated character by character; the count is checked before any list is built.
+    """
+    if isinstance(spec, bool):
+        raise ValueError(f"malformed seeds {spec!r} — {ALLOWED}")
+    if isinstance(spec, int):
+        if spec < 0:
+            raise ValueError(f"seed {spec} is negative — {ALLOWED}")
+        return [spec]
+    if isinstance(spec, str):
+        ranges = _ranges(spec)
+        count = sum(hi - lo + 1 for lo, hi in ranges)
+        if count > max_seeds:
+            raise ValueError(f"seeds {_short(spec)} name {count} seeds — at most {max_seeds} per run")
+        out = [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    else:
+        if isinstance(spec, range) and len(spec) > max_seeds:
+            raise ValueError(f"seeds {_short(spec)} name {len(spec)} seeds — at most {max_seeds} per run")
+        try:
+            items = list(spec)
+        except TypeError:
+            raise ValueError(f"malformed seeds {_short(spec)} — {ALLOWED}") from None
+        out = []
+        for s in items:
+            if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) < 0:
+                raise ValueError(f"malformed seeds {_short(spec)}: item {s!r} is not an int >= 0 — {ALLOWED}")
+            out.append(int(s))
+        if len(out) > max_seeds:
+            raise ValueError(f"seeds name {len(out)} seeds — at most {max_seeds} per run")
+    if not out:
+        raise ValueError(f"seeds {_short(spec)} are empty — give at least one seed, e.g. '0-63'")
+    if len(set(out)) != len(out):
+        srt = sorted(out)
+        dup = next(a for a, b in zip(srt, srt[1:]) if a == b)
+        raise ValueError(f"seeds {_short(spec)} contain {dup} twice — each seed names one sample; list it once")
+    return out
 
 
 def rank_batches(seeds: Sequence[int], batch_size: int, world_size: int, rank: int) -> list[list[int]]:

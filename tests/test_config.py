@@ -120,31 +120,31 @@ def test_interpolation_is_resolved():
 
 
 ERROR_CASES = [
-    (["optim.lrr=1"], "optim.lrr: unknown key; allowed: lr, warmup_steps, grad_clip"),
-    (["optimm.lr=1"], "optimm: unknown key; allowed: seed, out_dir"),
-    (["optim.lr=abc"], "optim.lr: expected float, got str 'abc'"),
-    (["trainer.max_steps=1.5"], "trainer.max_steps: expected int"),
-    (["ema.warmup=3"], "ema.warmup: expected bool"),
-    (["seed=true"], "seed: expected int"),
-    (["optim=3"], "optim: expected a mapping"),
-    (["trainer.max_steps=0"], "trainer.max_steps: must be >= 1"),
-    (["ema.decay=1.0"], "ema.decay: must be < 1"),
-    (["process.name=vpp"], "process.name: unknown process 'vpp'; registered: "),
-    (["net.name=resnet"], "net.name: unknown net 'resnet'; registered: "),
-    (["data.name=mnist"], "data.name: unknown dataset 'mnist'; registered:"),
-    (["net.chanels=16"], "net.chanels: unknown option for net 'unet'; allowed: channels, channel_mult"),
-    (["process.sigma_max=5"], "process.sigma_max: unknown option for process 'vp'; allowed: beta_min, beta_max"),
-    (["process.beta_min=abc"], "process.beta_min: expected float"),
-    (["net.channel_mult=3"], "net.channel_mult: expected a list"),
-    (["net.in_channels=3"], "net.in_channels: set automatically from the data shape"),
-    (["data.split=val"], "data.split: chosen by the data module"),
-    (["data.name=cifar10"], "data.root: required option of dataset 'cifar10' is missing"),
+    (["optim.lrr=1"], "optim.lrr: unknown key — allowed: lr, warmup_steps, grad_clip"),
+    (["optimm.lr=1"], "optimm: unknown key — allowed: seed, out_dir"),
+    (["optim.lr=abc"], "optim.lr: got str 'abc' — expected float"),
+    (["trainer.max_steps=1.5"], "trainer.max_steps: got float 1.5 — expected int"),
+    (["ema.warmup=3"], "ema.warmup: got int 3 — expected bool"),
+    (["seed=true"], "seed: got bool True — expected int"),
+    (["optim=3"], "optim: got int 3 — expected a mapping"),
+    (["trainer.max_steps=0"], "trainer.max_steps: 0 is out of range — must be >= 1"),
+    (["ema.decay=1.0"], "ema.decay: 1.0 is out of range — must be < 1"),
+    (["process.name=vpp"], "process.name: unknown process 'vpp' — registered: "),
+    (["net.name=resnet"], "net.name: unknown net 'resnet' — registered: "),
+    (["data.name=mnist"], "data.name: unknown dataset 'mnist' — registered:"),
+    (["net.chanels=16"], "net.chanels: unknown option for net 'unet' — allowed: channels, channel_mult"),
+    (["process.sigma_max=5"], "process.sigma_max: unknown option for process 'vp' — allowed: beta_min, beta_max"),
+    (["process.beta_min=abc"], "process.beta_min: got str 'abc' — expected float"),
+    (["net.channel_mult=3"], "net.channel_mult: got int 3 — expected a list"),
+    (["net.in_channels=3"], "net.in_channels: int 3 given — set automatically from the data shape"),
+    (["data.split=val"], "data.split: str 'val' given — chosen by the data module"),
+    (["data.name=cifar10"], "data.root: missing — a required option of dataset 'cifar10'"),
     (["process.name=psld", "model.parameterization=edm"],
-     "model.parameterization: 'edm' is not supported by process 'psld'; allowed: eps"),
-    (["final_samples.sampler=nope"], "final_samples.sampler: unknown sampler 'nope'; registered:"),
+     "model.parameterization: 'edm' is not supported by process 'psld' — allowed: eps"),
+    (["final_samples.sampler=nope"], "final_samples.sampler: unknown sampler 'nope' — registered:"),
     (["final_samples.options={bogus: 1}"], "final_samples: unknown option(s) bogus"),
-    (["evaluation=3"], "evaluation: expected a list"),
-    (["optim.lr"], "optim.lr: overrides must look like key=value"),
+    (["evaluation=3"], "evaluation: got int 3 — expected a list"),
+    (["optim.lr"], "optim.lr: not an override — write key=value"),
     (["out_dir=${nope}"], "out_dir:"),
 ]
 
@@ -187,7 +187,7 @@ def test_file_errors_name_the_key(tmp_path):
 
 @pytest.mark.parametrize("path", [None] + CONFIGS, ids=lambda p: os.path.basename(p) if p else "defaults")
 def test_yaml_round_trip(path, tmp_path):
-    cfg = load_config(path, ["final_samples.options={dtype: float64}", "evaluation=[{sampler: heun, nfe: [10, 20]}]"])
+    cfg = load_config(path, ["final_samples.options={dtype: float64}", "evaluation=[{every_n_steps: 5, samplers: [{sampler: euler_maruyama, nfe: [10, 20]}]}]"])
     out = tmp_path / "config.yaml"
     out.write_text(config_to_yaml(cfg))
     assert load_config(str(out), []) == cfg

@@ -315,9 +315,9 @@ def test_datamodule_digits_native_split_and_hflip() -> None:
 def test_datamodule_errors() -> None:
     with pytest.raises(KeyError, match="registered:"):
         DiffusionDataModule("mnist")
-    with pytest.raises(TypeError, match="unknown option.*image_szie"):
+    with pytest.raises(ValueError, match="data.image_szie: unknown option for dataset 'digits'"):
         DiffusionDataModule("digits", image_szie=16)
-    with pytest.raises(ValueError, match="'split' is chosen by the data module"):
+    with pytest.raises(ValueError, match="data.split: .* chosen by the data module"):
         DiffusionDataModule("digits", split="all")
     with pytest.raises(ValueError, match="hflip applies to image data only"):
         DiffusionDataModule("toy2d", hflip=True)

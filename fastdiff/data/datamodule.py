@@ -15,7 +15,6 @@ Validation loaders are plain DataLoaders in order (Lightning shards them under D
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from typing import Any
@@ -26,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fastdiff.data.resumable import EpochShuffleSampler, ResumableDataLoader, uniform_from_seed
 from fastdiff.registry import DATASETS, build
+from fastdiff.schema import ConfigError, DataLoaderConfig, check_dataclass, validate_options
+from fastdiff.schema.components import RESERVED
 
 SPLIT_SEED = 0
 
@@ -54,21 +55,6 @@ class RandomHFlip(Dataset):
         return x.flip(-1) if flip else x
 
 
-def _check_options(cls: Any, name: str, options: dict[str, Any]) -> None:
-    params = inspect.signature(cls).parameters
-    if "split" in options and getattr(cls, "val_split", None) is not None:
-        raise ValueError(
-            f"dataset {name!r}: 'split' is chosen by the data module (train for training, "
-            f"{cls.val_split!r} for validation); remove it"
-        )
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        allowed = ", ".join(k for k in params if k != "split")
-        raise TypeError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {allowed}")
-
-
 class DiffusionDataModule(LightningDataModule):
     """Data module for one registered data set (``name``) with its constructor options as keywords."""
 
@@ -85,19 +71,14 @@ class DiffusionDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.dataset_cls = DATASETS.get(name)
-        _check_options(self.dataset_cls, name, dataset_options)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        if not 0.0 <= float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size <= 0:
-            raise ValueError(f"val_size must be a positive int, got {val_size!r}")
-        if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int)):
-            raise ValueError(f"shuffle_seed must be an int or None (the run seed), got {shuffle_seed!r}")
+        # the schema layer checks names, types and ranges (the same checks as the config's data section)
+        check_dataclass("data", {"batch_size": batch_size, "num_workers": num_workers, "val_fraction": val_fraction,
+                                 "val_size": val_size, "hflip": hflip, "shuffle_seed": shuffle_seed}, DataLoaderConfig)
+        validate_options("data", dataset_options, self.dataset_cls, DATASETS.kind, name, RESERVED["data"],
+                         fill_defaults=False)
         if hflip and self.dataset_cls.kind != "image":
-            raise ValueError(f"hflip applies to image data only; dataset {name!r} is {self.dataset_cls.kind!r} data")
+            raise ConfigError(f"data.hflip: true for {self.dataset_cls.kind} data set {name!r} — hflip applies to "
+                              "image data only")
         self.save_hyperparameters()
         self.name = name
         self.batch_size = batch_size

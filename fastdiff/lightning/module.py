@@ -9,9 +9,8 @@ from torch import Tensor
 
 from fastdiff.losses import diffusion_loss
 from fastdiff.model import ScoreModel, build_score_model
+from fastdiff.schema import ModelConfig, OptimConfig, parse_dataclass
 
-OPTIM_DEFAULTS: dict[str, Any] = {"lr": 2.0e-4, "warmup_steps": 200, "grad_clip": 1.0, "weight_decay": 0.0,
-                                  "betas": [0.9, 0.999], "eps": 1.0e-8}
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93)
 VAL_STREAM = 1 << 20  # noise stream of validation batches (training micro-batches use 0 .. accumulate - 1)
 GLOBAL_STREAM = 1 << 21  # + micro-batch: seeds the global RNG (dropout) before each training micro-batch
@@ -73,17 +72,9 @@ class DiffusionModule(LightningModule):
         self.config = cfg
         self.data_shape = tuple(shape)
         self.model: ScoreModel = build_score_model(cfg, self.data_shape)
-        model_cfg = cfg.get("model") or {}
-        self.P_mean = float(model_cfg.get("P_mean", -1.2))
-        self.P_std = float(model_cfg.get("P_std", 1.2))
-        optim = dict(OPTIM_DEFAULTS)
-        optim.update(cfg.get("optim") or {})
-        unknown = sorted(set(optim) - set(OPTIM_DEFAULTS))
-        if unknown:
-            raise ValueError(f"optim.{unknown[0]}: unknown key; allowed: {', '.join(OPTIM_DEFAULTS)}")
-        if len(optim["betas"]) != 2:
-            raise ValueError(f"optim.betas must be a list of two floats, got {optim['betas']!r}")
-        self.optim_cfg = optim
+        # typed sections, checked by the schema layer (defaults written once, in fastdiff.schema.sections)
+        self.model_cfg: ModelConfig = parse_dataclass("model", cfg.get("model") or {}, ModelConfig)
+        self.optim_cfg: OptimConfig = parse_dataclass("optim", cfg.get("optim") or {}, OptimConfig)
         self.seed = int(cfg.get("seed", 0) or 0)
 
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
@@ -115,8 +106,8 @@ class DiffusionModule(LightningModule):
         micro = batch_idx % max(int(self.trainer.accumulate_grad_batches), 1)  # distinct noise per micro-batch
         # dropout draws from the global RNG (CPU and CUDA), which a checkpoint does not hold: seed it by step too
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank, GLOBAL_STREAM + micro))
-        loss = diffusion_loss(self.model, x0, self._generator(self.global_step, micro), P_mean=self.P_mean,
-                              P_std=self.P_std)
+        loss = diffusion_loss(self.model, x0, self._generator(self.global_step, micro), P_mean=self.model_cfg.P_mean,
+                              P_std=self.model_cfg.P_std)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -125,14 +116,14 @@ class DiffusionModule(LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Loss with fixed noise per batch index (comparable across evaluations), raw weights."""
         x0 = self._data(batch)
-        loss = diffusion_loss(self.model, x0, self._generator(batch_idx, VAL_STREAM), P_mean=self.P_mean,
-                              P_std=self.P_std)
+        loss = diffusion_loss(self.model, x0, self._generator(batch_idx, VAL_STREAM), P_mean=self.model_cfg.P_mean,
+                              P_std=self.model_cfg.P_std)
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim_cfg
-        opt = torch.optim.Adam(self.parameters(), lr=float(o["lr"]), betas=(float(o["betas"][0]), float(o["betas"][1])),
-                               eps=float(o["eps"]), weight_decay=float(o["weight_decay"]))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, LinearWarmup(o["warmup_steps"]))
+        opt = torch.optim.Adam(self.parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
+                               weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, LinearWarmup(o.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

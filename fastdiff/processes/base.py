@@ -44,6 +44,11 @@ class Process(ABC):
     default_parameterization: ClassVar[str] = "eps"
     parameterizations: ClassVar[tuple[str, ...]] = ("eps",)
 
+    def check_sample_time(self) -> None:
+        """Constructor check shared by every process: sampling stops at t_eps_sample, inside (0, T)."""
+        if not 0 < self.t_eps_sample < self.T:
+            raise ValueError(f"t_eps_sample: {self.t_eps_sample!r} is out of range — must lie in (0, T = {self.T})")
+
     # ---- the process-specific math (per coordinate, float64, leading dim = batch) -----------------------
     @abstractmethod
     def sde_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:

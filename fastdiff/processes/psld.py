@@ -32,10 +32,13 @@ class PSLD(Process):
     def __post_init__(self) -> None:
         if self.nu is None:
             self.nu = self.gamma + 4.0
-        if self.beta <= 0 or self.gamma < 0 or self.nu <= 0 or self.kappa <= 0 or self.nu == self.gamma:
-            raise ValueError(
-                f"PSLD needs beta > 0, gamma >= 0, nu > 0, nu != gamma, kappa > 0; got beta={self.beta}, "
-                f"gamma={self.gamma}, nu={self.nu}, kappa={self.kappa}")
+        rule = "PSLD needs beta > 0, 0 <= gamma < nu (gamma = 0 is CLD), kappa > 0"
+        for key, ok in (("beta", self.beta > 0), ("gamma", self.gamma >= 0), ("kappa", self.kappa > 0)):
+            if not ok:
+                raise ValueError(f"{key}: {getattr(self, key)!r} is out of range — {rule}")
+        if not self.nu > self.gamma:
+            raise ValueError(f"nu: {self.nu!r} is not above gamma={self.gamma!r} — {rule}")
+        self.check_sample_time()
         self.m_inv = (self.gamma - self.nu) ** 2 / 4.0
         self.mass = 1.0 / self.m_inv
 

@@ -22,8 +22,12 @@ class VE(EDMView):
     t_eps_sample: float = 1e-5
 
     def __post_init__(self) -> None:
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"VE needs 0 < sigma_min < sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
+        rule = "VE needs 0 < sigma_min < sigma_max"
+        if not self.sigma_min > 0:
+            raise ValueError(f"sigma_min: {self.sigma_min!r} is out of range — {rule}")
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max: {self.sigma_max!r} is not above sigma_min={self.sigma_min!r} — {rule}")
+        self.check_sample_time()
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t: Tensor) -> Tensor:

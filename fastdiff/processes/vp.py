@@ -21,8 +21,12 @@ class VP(EDMView):
     t_eps_sample: float = 1e-3
 
     def __post_init__(self) -> None:
-        if not 0 < self.beta_min <= self.beta_max:
-            raise ValueError(f"VP needs 0 < beta_min <= beta_max, got beta_min={self.beta_min}, beta_max={self.beta_max}")
+        rule = "VP needs 0 < beta_min <= beta_max"
+        if not self.beta_min > 0:
+            raise ValueError(f"beta_min: {self.beta_min!r} is out of range — {rule}")
+        if not self.beta_max >= self.beta_min:
+            raise ValueError(f"beta_max: {self.beta_max!r} is below beta_min={self.beta_min!r} — {rule}")
+        self.check_sample_time()
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + torch.as_tensor(t, dtype=torch.float64) * (self.beta_max - self.beta_min)

@@ -1,79 +1,40 @@
-"""Typed sampler options: dataclass fields checked against their annotations, with one-line errors."""
+"""Typed sampler options: each sampler's ``Options`` dataclass, checked by the schema layer's one value checker.
+
+Ranges: a field may carry bounds in its metadata (``fastdiff.schema.opt(7.0, gt=0)``); options that mean the
+same in every sampler get their ranges by name (``NAMED_RANGES``), so a new sampler declaring ``rho`` or
+``sigma_min`` is checked without writing anything; ``sigma_min < sigma_max`` is checked whenever both exist.
+"""
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
+from fastdiff.schema.types import ConfigError, check_range, check_value
 
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Return ``value`` checked (and widened: int -> float, tuple -> list) against annotation ``tp``."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arm in get_args(tp):
-            try:
-                return coerce(value, arm, where)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise TypeError(f"{where}: {value!r} is not {' | '.join(_type_name(a) for a in get_args(tp))}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise TypeError(f"{where}: expected None, got {value!r}")
-    if origin is Literal:
-        if any(value == a and type(value) is type(a) for a in get_args(tp)):
-            return value
-        raise ValueError(f"{where}: {value!r} is not allowed; allowed: {', '.join(repr(a) for a in get_args(tp))}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(f"{where}: expected a string, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ValueError(f"{where}: expected {len(args)} entries, got {len(value)}")
-            return [coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
-        inner = args[0] if args else Any
-        return [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    raise TypeError(f"{where}: unsupported option type {tp!r}")
+# bounds of options shared across samplers (field metadata wins where a sampler declares its own)
+NAMED_RANGES: dict[str, dict[str, float]] = {
+    "rho": {"gt": 0}, "sigma_min": {"gt": 0}, "sigma_max": {"gt": 0}, "t_eps": {"gt": 0, "lt": 1},
+    "eta": {"ge": 0}, "s_noise": {"ge": 0}, "S_noise": {"ge": 0}, "S_churn": {"ge": 0},
+}
 
 
 def build_options(cls: type, owner: str, values: dict[str, Any]) -> Any:
-    """Instantiate the options dataclass ``cls`` from ``values`` with typed checks and clear errors."""
+    """Instantiate the options dataclass ``cls`` from ``values`` with typed and range checks and clear errors."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise TypeError(f"unknown option(s) {', '.join(unknown)} for sampler {owner!r}; valid options: "
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for sampler {owner!r} — valid options: "
                         f"{', '.join(fields) or '(none)'}")
     hints = typing.get_type_hints(cls)
-    checked = {k: coerce(v, hints[k], f"sampler {owner!r} option {k}") for k, v in values.items()}
-    return cls(**checked)
+    checked = {}
+    for key, val in values.items():
+        where = f"sampler {owner!r} option {key}"
+        checked[key] = check_value(where, val, hints[key])
+        check_range(where, checked[key], fields[key].metadata or NAMED_RANGES.get(key, {}))
+    options = cls(**checked)
+    lo, hi = getattr(options, "sigma_min", None), getattr(options, "sigma_max", None)
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not lo < hi:
+        raise ConfigError(f"sampler {owner!r} option sigma_min: {lo!r} is not below sigma_max={hi!r} — "
+                          "need 0 < sigma_min < sigma_max")
+    return options
