@@ -74,10 +74,10 @@ def test_train_end_to_end_and_resume(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["optim.lrr=1"], "config error: optim.lrr: unknown key; allowed: lr,"),
-    (["--config", "/nonexistent/x.yaml"], "config error: --config: file not found: /nonexistent/x.yaml"),
-    (["trainer.ckpt_path=last"], "config error: trainer.ckpt_path: no checkpoint to resume from at "),
-    (TINY + ["evaluation=[{bogus: 1}]"], "config error: evaluation[0].bogus: unknown key; allowed: name, samplers"),
+    (["optim.lrr=1"], "error: optim.lrr: unknown key — allowed: lr,"),
+    (["--config", "/nonexistent/x.yaml"], "error: --config: file not found: /nonexistent/x.yaml"),
+    (["trainer.ckpt_path=last"], "error: trainer.ckpt_path: no checkpoint to resume from at "),
+    (TINY + ["evaluation=[{bogus: 1}]"], "error: evaluation[0].bogus: unknown key — allowed: samplers, name"),
 ])
 def test_cli_errors_exit_2_with_one_line(args, message, tmp_path, capsys):
     assert main(args + [f"out_dir={tmp_path / 'r'}"]) == 2
@@ -154,15 +154,24 @@ def test_cli_resume_mid_epoch_is_exact(tmp_path, capsys):
     stopped), step 5 batch 5 of epoch 0 (written by ModelCheckpoint during the epoch); the resumed epochs continue
     the same shuffled order, and dropout and noise are seeded by the step."""
     torch.set_num_threads(1)
-    straight, split, periodic = (str(tmp_path / name) for name in ("straight", "split", "periodic"))
+    straight, split, periodic, pruned = (str(tmp_path / name) for name in ("straight", "split", "periodic", "pruned"))
+    keep_all = ["trainer.keep_last_k=null"]
     assert main(RESUME + ["trainer.max_steps=20", f"out_dir={straight}"]) == 0
-    assert main(RESUME + ["trainer.max_steps=10", f"out_dir={split}"]) == 0
-    assert main(RESUME + ["trainer.max_steps=20", "trainer.ckpt_path=last", f"out_dir={split}"]) == 0
+    assert main(RESUME + keep_all + ["trainer.max_steps=10", f"out_dir={split}"]) == 0
+    assert main(RESUME + keep_all + ["trainer.max_steps=20", "trainer.ckpt_path=last", f"out_dir={split}"]) == 0
     step5 = os.path.join(split, "checkpoints", "step=5.ckpt")
     assert main(RESUME + ["trainer.max_steps=20", f"trainer.ckpt_path={step5}", f"out_dir={periodic}"]) == 0
+    # pruning across a resume: keep_last_k=1 keeps only the newest periodic checkpoint (and last.ckpt)
+    assert main(RESUME + ["trainer.keep_last_k=1", "trainer.max_steps=10", f"out_dir={pruned}"]) == 0
+    assert main(RESUME + ["trainer.keep_last_k=1", "trainer.max_steps=20", "trainer.ckpt_path=last",
+                          f"out_dir={pruned}"]) == 0
     capsys.readouterr()
+    assert sorted(os.listdir(os.path.join(pruned, "checkpoints"))) == ["last.ckpt", "step=20.ckpt"]
+    # the default keep_last_k=3 with a checkpoint every 5 steps: steps 10, 15, 20 stay
+    assert sorted(os.listdir(os.path.join(straight, "checkpoints"))) == [
+        "last.ckpt", "step=10.ckpt", "step=15.ckpt", "step=20.ckpt"]
     w_a, e_a = _weights_and_ema(os.path.join(straight, "checkpoints", "last.ckpt"))
-    for other in (split, periodic):
+    for other in (split, periodic, pruned):
         w_b, e_b = _weights_and_ema(os.path.join(other, "checkpoints", "last.ckpt"))
         assert w_a.keys() == w_b.keys() and e_a.keys() == e_b.keys()
         assert [k for k in w_a if not torch.equal(w_a[k], w_b[k])] == [], other

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastdiff.cli import split_cli_args
+from fastdiff.cli import run_cli, split_cli_args
 from fastdiff.config import ConfigError, config_to_yaml, load_config
 
 USAGE = "usage: python train.py [--config FILE] [key=value ...]   (e.g. optim.lr=1e-3 trainer.max_steps=500)"
@@ -87,8 +87,25 @@ def resolve_ckpt_path(cfg: dict[str, Any]) -> str | None:
         return None
     path = Path(cfg["out_dir"]) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not path.is_file():
-        raise ConfigError(f"trainer.ckpt_path: no checkpoint to resume from at {path}")
+        raise ConfigError(f"trainer.ckpt_path: no checkpoint to resume from at {path} — give an existing .ckpt file, "
+                          "'last' after a run has saved one, or null")
     return str(path)
+
+
+def preflight(cfg: dict[str, Any]) -> tuple[Any, tuple[int, ...], str | None]:
+    """Every check that needs the disk, the hardware, the data or the checkpoint, before anything is written:
+    (data module with its data sets built, data shape, checkpoint path to resume or None)."""
+    from fastdiff.data import DiffusionDataModule
+    from fastdiff.schema.preflight import check_data, check_hardware, check_resume_identity, check_writable_dir
+
+    check_writable_dir("out_dir", cfg["out_dir"])
+    check_hardware("trainer", cfg["trainer"])
+    ckpt_path = resolve_ckpt_path(cfg)
+    datamodule = DiffusionDataModule(**cfg["data"])
+    data_shape = check_data(datamodule, cfg["trainer"])
+    if ckpt_path is not None:
+        check_resume_identity(ckpt_path, cfg, data_shape)
+    return datamodule, data_shape, ckpt_path
 
 
 def build_trainer(cfg: dict[str, Any], callbacks: list[Any]) -> Any:
@@ -99,7 +116,9 @@ def build_trainer(cfg: dict[str, Any], callbacks: list[Any]) -> Any:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     tc, out_dir = cfg["trainer"], Path(cfg["out_dir"])
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{step}", save_top_k=-1, save_last=True,
+    # keep_last_k: the newest k periodic checkpoints (ranked by step); last.ckpt is always written, so resume holds
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{step}", save_top_k=tc["keep_last_k"] or -1,
+                                 monitor="step", mode="max", save_last=True,
                                  every_n_train_steps=tc["checkpoint_every_n_steps"], auto_insert_metric_name=True)
     logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="", default_hp_metric=False)
     clip = cfg["optim"]["grad_clip"]
@@ -123,15 +142,12 @@ def train(cfg: dict[str, Any]) -> TrainResult:
     """Run one validated config: fit, final + last checkpoints, then the EMA sample grid (rank 0 writes files)."""
     from lightning.pytorch import seed_everything
 
-    from fastdiff.data import DiffusionDataModule
     from fastdiff.lightning.callbacks.ema import EMA
     from fastdiff.lightning.module import DiffusionModule
 
-    ckpt_path = resolve_ckpt_path(cfg)
+    datamodule, data_shape, ckpt_path = preflight(cfg)
     out_dir = Path(cfg["out_dir"])
     seed_everything(cfg["seed"], workers=True, verbose=False)
-    datamodule = DiffusionDataModule(**cfg["data"])
-    data_shape = tuple(datamodule.data_shape)
     module = DiffusionModule(cfg, data_shape)
     ema = EMA(decay=cfg["ema"]["decay"], warmup=cfg["ema"]["warmup"])
     evaluations = []
@@ -139,7 +155,10 @@ def train(cfg: dict[str, Any]) -> TrainResult:
         from fastdiff.lightning.callbacks.sampling import build_evaluation_callbacks
 
         evaluations = build_evaluation_callbacks(cfg["evaluation"], data_shape, datamodule.kind, data=cfg["data"])
-    trainer = build_trainer(cfg, [ema, *evaluations])
+    try:
+        trainer = build_trainer(cfg, [ema, *evaluations])
+    except Exception as err:  # noqa: BLE001 - Lightning rejects trainer options with several exception types
+        raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
@@ -166,17 +185,15 @@ def train(cfg: dict[str, Any]) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python train.py``; returns the process exit code (2 for configuration errors)."""
-    argv = sys.argv[1:] if argv is None else argv
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    try:
-        path, overrides = split_cli_args(argv)
-        cfg = load_config(path, overrides)
-        result = train(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}\n{USAGE}", file=sys.stderr)
-        return 2
+    path, overrides = split_cli_args(argv)
+    result = train(load_config(path, overrides))
     if result.is_global_zero:
         print(f"done: steps={result.steps} final_loss={result.final_loss:.4f} checkpoint={result.checkpoint} "
               f"samples={result.samples or '(none)'}")

@@ -79,8 +79,6 @@ def validate_evaluation(cfg_list: Any, data: dict[str, Any] | None = None, proce
     for i, cfg in enumerate(cfg_list):
         where = f"evaluation[{i}]"
         cfg = {k: v for k, v in check_value(where, cfg, dict).items() if v is not None}
-        if "samplers" not in cfg:
-            raise ConfigError(f"{where}.samplers: missing — required, a list of {{sampler, nfe, options}}")
         full = check_dataclass(where, cfg, EvaluationConfig)
         if (full["every_n_steps"] is None) == (full["every_n_epochs"] is None):
             raise ConfigError(f"{where}: {'both' if full['every_n_steps'] else 'neither'} of every_n_steps and "
