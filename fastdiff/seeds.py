@@ -21,11 +21,11 @@ def _ranges(spec: str) -> list[tuple[int, int]]:
     for part in spec.replace(" ", "").split(","):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise ValueError(f"malformed seeds {_short(spec)} (part {part!r}) — {ALLOWED}")
+            raise ValueError(f"malformed seed list {_short(spec)} (at {part!r}) — {ALLOWED}")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise ValueError(f"seeds {_short(spec)}: range {lo}-{hi} ends below its start — write it as {hi}-{lo}")
+            raise ValueError(f"range {lo}-{hi} in {_short(spec)} ends below its start — write it as {hi}-{lo}")
         out.append((lo, hi))
     return out
 
@@ -36,7 +36,7 @@ def parse_seeds(spec: Any, max_seeds: int = MAX_SEEDS) -> list[int]:
     Strings are never iterated character by character; the count is checked before any list is built.
     """
     if isinstance(spec, bool):
-        raise ValueError(f"malformed seeds {spec!r} — {ALLOWED}")
+        raise ValueError(f"{spec!r} is not a seed list — {ALLOWED}")
     if isinstance(spec, int):
         if spec < 0:
             raise ValueError(f"seed {spec} is negative — {ALLOWED}")
@@ -45,28 +45,28 @@ def parse_seeds(spec: Any, max_seeds: int = MAX_SEEDS) -> list[int]:
         ranges = _ranges(spec)
         count = sum(hi - lo + 1 for lo, hi in ranges)
         if count > max_seeds:
-            raise ValueError(f"seeds {_short(spec)} name {count} seeds — at most {max_seeds} per run")
+            raise ValueError(f"{_short(spec)} names {count} seeds — at most {max_seeds} per run")
         out = [s for lo, hi in ranges for s in range(lo, hi + 1)]
     else:
         if isinstance(spec, range) and len(spec) > max_seeds:
-            raise ValueError(f"seeds {_short(spec)} name {len(spec)} seeds — at most {max_seeds} per run")
+            raise ValueError(f"{_short(spec)} names {len(spec)} seeds — at most {max_seeds} per run")
         try:
             items = list(spec)
         except TypeError:
-            raise ValueError(f"malformed seeds {_short(spec)} — {ALLOWED}") from None
+            raise ValueError(f"{_short(spec)} is not a seed list — {ALLOWED}") from None
         out = []
         for s in items:
             if isinstance(s, bool) or not hasattr(s, "__index__") or int(s) < 0:
-                raise ValueError(f"malformed seeds {_short(spec)}: item {s!r} is not an int >= 0 — {ALLOWED}")
+                raise ValueError(f"item {s!r} of {_short(spec)} is not an int >= 0 — {ALLOWED}")
             out.append(int(s))
         if len(out) > max_seeds:
-            raise ValueError(f"seeds name {len(out)} seeds — at most {max_seeds} per run")
+            raise ValueError(f"{len(out)} seeds given — at most {max_seeds} per run")
     if not out:
-        raise ValueError(f"seeds {_short(spec)} are empty — give at least one seed, e.g. '0-63'")
+        raise ValueError(f"{_short(spec)} holds no seeds — give at least one, e.g. '0-63'")
     if len(set(out)) != len(out):
         srt = sorted(out)
         dup = next(a for a, b in zip(srt, srt[1:]) if a == b)
-        raise ValueError(f"seeds {_short(spec)} contain {dup} twice — each seed names one sample; list it once")
+        raise ValueError(f"{_short(spec)} lists seed {dup} more than once — each seed names one sample; list it once")
     return out
 
 

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from fastdiff.config import ConfigError, check_value, merge, parse_overrides, validate_section
+from fastdiff.cli import run_cli
+from fastdiff.config import ConfigError, merge, parse_overrides
+from fastdiff.schema import FIDConfig, SampleConfig, SampleTrainerConfig, check_dataclass, check_devices
+from fastdiff.schema.preflight import check_writable_dir
 
 USAGE = ("usage: python sample.py ckpt=PATH sampler=NAME nfe=N seeds=0-49999 out=DIR [batch=64] [ema=true] "
          "[progress=true] [options.KEY=VALUE ...] [trainer.devices=K trainer.num_nodes=M trainer.accelerator=auto "
@@ -26,34 +29,8 @@ GENERATION_FILE = "generation.json"
 SUMMARY_FILE = "summary.json"
 
 
-class SampleError(ValueError):
+class SampleError(ConfigError):
     """A problem with the request, found before sampling starts; the message is one line."""
-
-
-@dataclass
-class TrainerArgs:
-    """Lightning Trainer options for prediction (DDP: strategy=ddp with devices > 1 or num_nodes > 1)."""
-
-    accelerator: str = "auto"
-    devices: Union[int, str, list[int]] = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-
-
-@dataclass
-class FIDArgs:
-    """Reference statistics (.npz from ``python -m fastdiff.cli.stats``) and feature-extractor options."""
-
-    ref: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-TOP: dict[str, Any] = {"ckpt": str, "sampler": str, "nfe": int | None, "steps": int | None,
-                       "seeds": Union[str, int, list[int]], "out": str, "batch": int, "ema": bool, "progress": bool,
-                       "options": dict[str, Any], "trainer": dict, "fid": dict}
-DEFAULTS: dict[str, Any] = {"nfe": None, "steps": None, "batch": 64, "ema": True, "progress": True, "options": {},
-                            "trainer": {}, "fid": {}}
-REQUIRED = ("ckpt", "sampler", "seeds", "out")
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:
@@ -64,60 +41,61 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    """``key=value`` arguments -> validated dict (unknown keys, wrong types and missing keys are one-line errors)."""
+    """``key=value`` arguments -> validated dict; every check that needs no torch runs here (names, types, ranges,
+    the seed list's grammar and size, the checkpoint and reference files exist, out is writable)."""
     args: dict[str, Any] = {}
     for item in argv:
         key, sep, value = item.partition("=")
         if item.startswith("-") or not sep or not key:
-            raise SampleError(f"{item}: arguments must look like key=value (e.g. nfe=35); {USAGE}")
+            raise SampleError(f"{item}: not a key=value argument — e.g. nfe=35; {USAGE}")
         if key in RAW_KEYS and not (key == "seeds" and value.lstrip().startswith("[")):
             layer = _nested(key, value)
         else:
-            try:
-                layer = parse_overrides([item])[0]
-            except ConfigError as err:
-                raise SampleError(str(err)) from None
+            layer = parse_overrides([item])[0]
         args = merge(args, layer)
-    try:
-        return _validate(args)
-    except ConfigError as err:
-        raise SampleError(str(err)) from None
+    return _validate(args)
 
 
 def _validate(args: dict[str, Any]) -> dict[str, Any]:
-    for key in args:
-        if key not in TOP:
-            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(TOP)} "
-                              "(sampler options go in options.KEY=VALUE)")
-    for key in REQUIRED:
-        if key not in args:
-            raise ConfigError(f"{key}: required; {USAGE}")
-    out = {**DEFAULTS, **args}
-    for key, hint in TOP.items():
-        out[key] = check_value(key, out[key], hint)
-    if out["batch"] < 1:
-        raise ConfigError(f"batch: must be >= 1, got {out['batch']}")
-    out["trainer"] = validate_section("trainer", out["trainer"], TrainerArgs)
-    out["fid"] = validate_section("fid", out["fid"], FIDArgs)
+    from fastdiff.seeds import parse_seeds
+
+    out = check_dataclass("", args, SampleConfig, " (sampler options go in options.KEY=VALUE)")
+    out["trainer"] = check_dataclass("trainer", out["trainer"], SampleTrainerConfig)
+    check_devices("trainer.devices", out["trainer"]["devices"])
+    out["fid"] = check_dataclass("fid", out["fid"], FIDConfig)
+    if out["nfe"] is not None and out["steps"] is not None:
+        raise SampleError(f"steps: given with nfe={out['nfe']} — give nfe or steps, not both")
+    try:
+        out["seed_list"] = parse_seeds(out["seeds"])
+    except ValueError as err:
+        raise SampleError(f"seeds: {err}") from None
+    if not os.path.exists(out["ckpt"]):
+        raise SampleError(f"ckpt: checkpoint not found: {out['ckpt']} — give the path of a .ckpt written by train.py")
+    ref = out["fid"]["ref"]
+    if ref is None and out["fid"]["options"]:
+        raise SampleError("fid.options: given without fid.ref — add fid.ref=STATS.npz or drop the options")
+    if ref is not None and not os.path.isfile(ref):
+        raise SampleError(f"fid.ref: reference statistics {ref} not found — make them with python -m "
+                          "fastdiff.cli.stats")
+    check_writable_dir("out", out["out"])
     return out
 
 
 # ---- checks before starting -----------------------------------------------------------------------------------
-def check_out_dir(out: str) -> Path:
-    """Create ``out`` if needed and prove it is writable (one-line error otherwise)."""
+def make_out_dir(out: str) -> bool:
+    """Create ``out`` (checked writable by parse_args) and prove it by writing a probe; True if it was created."""
     from fastdiff.lightning.callbacks.writer import TMP_MARK
 
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise SampleError(f"out: {path} exists and is not a directory")
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-probe{TMP_MARK}{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise SampleError(f"out: cannot write to {path} ({err.strerror or err})") from None
-    return path
+        raise SampleError(f"out: cannot write to {path} ({err.strerror or err}) — give a writable directory") from None
+    return created
 
 
 def build_sampler(args: dict[str, Any]) -> Any:
@@ -128,10 +106,10 @@ def build_sampler(args: dict[str, Any]) -> Any:
     name = args["sampler"]
     try:
         cls = SAMPLERS.get(name)
-    except UnknownNameError as err:
-        raise SampleError(f"sampler: {err}") from None
+    except UnknownNameError:
+        raise SampleError(f"sampler: unknown sampler {name!r} — registered: {', '.join(SAMPLERS.names())}") from None
     if not cls.adaptive and args["nfe"] is None and args["steps"] is None:
-        raise SampleError(f"nfe: required for sampler {name!r} (or give steps=S)")
+        raise SampleError(f"nfe: required for sampler {name!r} — give nfe=N (or steps=S)")
     try:
         return get_sampler(name, nfe=args["nfe"], steps=args["steps"], **args["options"])
     except (TypeError, ValueError) as err:
@@ -145,7 +123,7 @@ def load_model(ckpt: str, ema: bool) -> tuple[Any, dict[str, Any]]:
     try:
         model = load_score_model(ckpt, use_ema=ema)  # reads the file once; the model carries config and data shape
         return model, {"config": model.config, "data_shape": list(model.data_shape)}
-    except (OSError, ValueError) as err:  # FileNotFoundError, CheckpointError
+    except (OSError, ValueError, TypeError, KeyError) as err:  # FileNotFoundError, CheckpointError, bad config
         raise SampleError(f"ckpt: {str(err).strip().splitlines()[0]}") from None
 
 
@@ -177,7 +155,7 @@ def generation_identity(model: Any, sampler: Any, data_shape: tuple[int, ...], f
             "data_shape": list(data_shape), "format": fmt}
 
 
-def check_generation(out: Path, identity: dict[str, Any]) -> None:
+def check_generation(out: Path, identity: dict[str, Any], write: bool = True) -> None:
     """Refuse to resume into a directory filled by a different model/sampler; record the identity otherwise."""
     from fastdiff.lightning.callbacks.writer import atomic_write
 
@@ -193,6 +171,8 @@ def check_generation(out: Path, identity: dict[str, Any]) -> None:
                 raise SampleError(f"out: {out} holds samples of a different generation ({diff}); use a new out "
                                   f"directory or delete {out}")
             return
+    if not write:
+        return
     text = json.dumps(identity, indent=1)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -222,18 +202,17 @@ class Plan:
     data_shape: tuple[int, ...]
     store: Any
     fid: Any
+    created: bool = False  # out did not exist before this run (removed again if the run fails before a sample)
 
 
 def plan(args: dict[str, Any]) -> Plan:
-    """Run every check that can fail (cheapest first) and build model, sampler, store and FID request."""
+    """Run every check that can fail (cheapest first), then create out and record the generation identity last,
+    so a refused request leaves nothing behind."""
     from fastdiff.lightning.callbacks.writer import SampleStore
     from fastdiff.samplers import SamplerError
-    from fastdiff.seeds import parse_seeds
+    from fastdiff.schema.preflight import check_hardware
 
-    try:
-        seeds = parse_seeds(args["seeds"])
-    except ValueError as err:
-        raise SampleError(f"seeds: {err}") from None
+    check_hardware("trainer", args["trainer"])
     sampler = build_sampler(args)
     model, hparams = load_model(args["ckpt"], args["ema"])
     try:
@@ -241,11 +220,19 @@ def plan(args: dict[str, Any]) -> Plan:
     except SamplerError as err:
         raise SampleError(f"sampler: {err}") from None
     data_shape = tuple(int(s) for s in hparams["data_shape"])
-    out = check_out_dir(args["out"])
-    store = SampleStore(out, data_shape)
+    store = SampleStore(Path(args["out"]), data_shape)
     fid = fid_request(args, hparams["config"], data_shape)
-    check_generation(out, generation_identity(model, sampler, data_shape, store.format))
-    return Plan(args=args, seeds=seeds, model=model, sampler=sampler, data_shape=data_shape, store=store, fid=fid)
+    if store.out_dir.is_dir():
+        try:
+            store.finished(args["seed_list"])  # every existing shard must be readable before we start
+        except ValueError as err:
+            raise SampleError(f"out: {str(err).strip().splitlines()[0]}") from None
+    identity = generation_identity(model, sampler, data_shape, store.format)
+    check_generation(store.out_dir, identity, write=False)
+    created = make_out_dir(args["out"])
+    check_generation(store.out_dir, identity)
+    return Plan(args=args, seeds=args["seed_list"], model=model, sampler=sampler, data_shape=data_shape,
+                store=store, fid=fid, created=created)
 
 
 def run(p: Plan) -> dict[str, Any]:
@@ -289,15 +276,29 @@ def summary_line(s: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python sample.py``; exit code 2 for bad requests, 1 if some seeds failed."""
-    argv = sys.argv[1:] if argv is None else argv
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
+    p = plan(parse_args(argv))
     try:
-        summary = run(plan(parse_args(argv)))
-    except SampleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        summary = run(p)
+    except BaseException:
+        _undo_start(p)
+        raise
     if summary["is_global_zero"]:
         print(summary_line(summary), flush=True)
     return 1 if summary["failed"] else 0
+
+
+def _undo_start(p: Plan) -> None:
+    """A run that failed before writing any sample leaves no generation.json and no directory it created."""
+    out = p.store.out_dir
+    if not out.is_dir() or p.store.shard_files() or any(d.is_dir() for d in out.iterdir()):
+        return
+    (out / GENERATION_FILE).unlink(missing_ok=True)
+    if p.created and not any(out.iterdir()):
+        out.rmdir()
