@@ -26,19 +26,23 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def sample(model_or_checkpoint: "ScoreModel | str | os.PathLike[str]", sampler: str | Sampler = "edm_heun",
-           nfe: int | None = 35, seeds: Iterable[int] = range(64), batch_size: int = 256,
+           nfe: int | None = 35, seeds: int | str | Iterable[int] = range(64), batch_size: int = 256,
            device: torch.device | str | None = None, shape: Sequence[int] | None = None,
            **options: Any) -> SampleResult:
     """Sample a ScoreModel (or a checkpoint path) in batches of ``batch_size`` seeds; results concatenated in seed order.
 
+    ``seeds``: an int (one seed), a string like "0-63" or "0,5,10-12", or an iterable of distinct ints >= 0.
     ``sampler`` is a registered name (built with ``nfe`` and ``**options``; give ``steps=`` in the options
     instead of ``nfe`` to fix the step count) or a ready Sampler. ``shape`` is one sample's data shape; it is
     read from the checkpoint or the model's ``data_shape`` when those carry it. The model is moved to
     ``device`` (default: where its parameters are) and put in eval mode for the call.
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("sample(): seeds is empty; give at least one seed, e.g. seeds=range(64)")
+    from .seeds import parse_seeds  # the grammar of sample.py and the config: 10, "0-63", "0,5,9", [1, 2]
+
+    try:
+        seeds = parse_seeds(seeds)
+    except ValueError as err:
+        raise ValueError(f"sample(): seeds: {err}") from None
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"sample(): batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(model_or_checkpoint, (str, os.PathLike)):

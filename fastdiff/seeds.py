@@ -62,7 +62,7 @@ def parse_seeds(spec: Any, max_seeds: int = MAX_SEEDS) -> list[int]:
         if len(out) > max_seeds:
             raise ValueError(f"{len(out)} seeds given — at most {max_seeds} per run")
     if not out:
-        raise ValueError(f"{_short(spec)} holds no seeds — give at least one, e.g. '0-63'")
+        raise ValueError(f"seeds is empty ({_short(spec)}) — give at least one seed, e.g. '0-63'")
     if len(set(out)) != len(out):
         srt = sorted(out)
         dup = next(a for a, b in zip(srt, srt[1:]) if a == b)

@@ -141,9 +141,10 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
         load_checkpoint(foreign)
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save({"obj": Recorder()}, unsafe)
-    with pytest.raises(CheckpointError, match="refused by weights_only loading .*: Unsupported global: GLOBAL "
-                                              "test_training.Recorder"):
+    with pytest.raises(CheckpointError, match="is a pickle holding a reference to the Python object "
+                                              "test_training.Recorder; it cannot be loaded safely") as info:
         load_checkpoint(unsafe)
+    assert "weights_only" not in str(info.value) and "False" not in str(info.value)  # never advise the unsafe option
     module = DiffusionModule(CONFIG, (2,))
     sd = {f"model.{k}": v for k, v in module.model.state_dict().items()}
     sd["model.net.extra"] = sd.pop("model.net.out.bias")

@@ -34,10 +34,13 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
-def _weights_only_reason(err: BaseException) -> str:
-    """The specific part of torch's long weights_only refusal ("Unsupported global: GLOBAL x.Y ...")."""
-    m = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. Please|\n|$)", str(err))
-    return (m.group(1) if m else _first_line(err))[:200]
+def _refused_global(err: BaseException) -> str | None:
+    """The Python object a refused pickle references (``posix.system``), from torch's refusal text; None if absent.
+
+    Only this name is reported: torch's own text goes on to suggest turning the safety check off, which a
+    checkpoint from an unknown source must never get."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return m.group(1) if m else None
 
 
 def _check_format(path: str) -> None:
@@ -79,9 +82,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            raise CheckpointError(f"{path} holds objects other than tensors and primitives, refused by "
-                                  f"weights_only loading (a checkpoint must not be able to run code): "
-                                  f"{_weights_only_reason(e)}") from None
+            name = _refused_global(e)
+            what = f"a reference to the Python object {name}" if name else "Python objects other than tensors"
+            raise CheckpointError(f"{path} is a pickle holding {what}; it cannot be loaded safely (loading it could "
+                                  f"run code), so it is refused — use a checkpoint written by fastdiff's train.py, "
+                                  f"which holds only tensors, numbers and strings") from None
         raise CheckpointError(f"{path} is a corrupt torch checkpoint: {_first_line(e)}") from None
     except Exception as e:  # the unpickler and zip reader raise many types (EOFError, RuntimeError, OSError, ...)
         raise CheckpointError(f"{path} is a corrupt or truncated torch checkpoint: {_first_line(e)}") from None
