@@ -3,9 +3,10 @@
 (or ``--debug``)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from fastdiff.config import ConfigError
 
@@ -61,3 +62,10 @@ def run_cli(body: Callable[[list[str]], int], argv: list[str]) -> int:
         print(f"error: {type(err).__name__}: {one_line(err)} (unexpected; rerun with {DEBUG_ENV}=1 for the "
               "traceback)", file=sys.stderr, flush=True)
         return 1
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are ConfigErrors (so ``run_cli`` prints one ``error:`` line, exit 2), not usage + exit."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise ConfigError(f"{message} — see {self.prog} --help")

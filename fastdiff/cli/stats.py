@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from fastdiff.cli import OneLineArgumentParser, run_cli
+from fastdiff.config import ConfigError
 from fastdiff.registry import FEATURES
 
 
@@ -28,7 +30,7 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     import fastdiff.metrics  # noqa: F401  (registers the feature extractors)
 
-    ap = argparse.ArgumentParser(prog="python -m fastdiff.cli.stats", description=__doc__.splitlines()[0])
+    ap = OneLineArgumentParser(prog="python -m fastdiff.cli.stats", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="registered data set name (digits, toy2d, cifar10, image_folder)")
     ap.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                     help="data set option, repeatable (e.g. root=/data/cifar-10-batches-py, pad_to=16)")
@@ -44,8 +46,31 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for bad arguments or unusable inputs)."""
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point; returns the exit code (2 for bad arguments or unusable inputs, one ``error:`` line)."""
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Ranges and the output path, before any data is read or features computed."""
+    from pathlib import Path
+
+    from fastdiff.schema.preflight import check_writable_dir
+
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--keep-features", args.keep_features, 0),
+                             ("--max-items", args.max_items, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag}: {value} is out of range — must be >= {low}")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out: {args.out!r} does not end in .npz — reference statistics are .npz files")
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a directory — give a file path ending in .npz")
+    check_writable_dir("--out", out.parent)
+
+
+def _main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    _check_args(args)
     from fastdiff.metrics.features import FeatureError, get_features
     from fastdiff.metrics.stats import compute_stats, load_data_tensor, save_stats
 

@@ -26,15 +26,20 @@ def build_options(cls: type, owner: str, values: dict[str, Any]) -> Any:
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for sampler {owner!r} — valid options: "
                         f"{', '.join(fields) or '(none)'}")
+    from .base import SamplerError  # options.py is imported by base.py
+
     hints = typing.get_type_hints(cls)
     checked = {}
-    for key, val in values.items():
-        where = f"sampler {owner!r} option {key}"
-        checked[key] = check_value(where, val, hints[key])
-        check_range(where, checked[key], fields[key].metadata or NAMED_RANGES.get(key, {}))
+    try:
+        for key, val in values.items():
+            where = f"sampler {owner!r} option {key}"
+            checked[key] = check_value(where, val, hints[key])
+            check_range(where, checked[key], fields[key].metadata or NAMED_RANGES.get(key, {}))
+    except ConfigError as err:
+        raise SamplerError(str(err)) from None
     options = cls(**checked)
     lo, hi = getattr(options, "sigma_min", None), getattr(options, "sigma_max", None)
     if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not lo < hi:
-        raise ConfigError(f"sampler {owner!r} option sigma_min: {lo!r} is not below sigma_max={hi!r} — "
-                          "need 0 < sigma_min < sigma_max")
+        raise SamplerError(f"sampler {owner!r} option sigma_min: {lo!r} is not below sigma_max={hi!r} — "
+                           "need 0 < sigma_min < sigma_max")
     return options
