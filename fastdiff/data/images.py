@@ -75,13 +75,14 @@ class ImageFolder(Dataset):
             raise ValueError(f"image_folder channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image_folder root {str(self.root)!r} does not exist or is not a directory")
+            raise FileNotFoundError(f"root: image_folder root {str(self.root)!r} does not exist or is not a directory "
+                                    "— give a folder of images")
         self.extensions = _normalise_extensions(extensions)
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file())
         if not self.files:
             raise FileNotFoundError(
-                f"image_folder found no images with extensions {', '.join(self.extensions)} "
-                f"under {str(self.root)!r} (searched recursively)"
+                f"root: image_folder found no images with extensions {', '.join(self.extensions)} "
+                f"under {str(self.root)!r} (searched recursively) — give a folder holding images"
             )
         self.image_size = image_size
         self.channels = channels

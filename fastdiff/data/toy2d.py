@@ -18,14 +18,15 @@ per-coordinate variance is ``1 + noise**2``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch.utils.data import Dataset
 
 from fastdiff.registry import DATASETS
 
-SHAPES: tuple[str, ...] = ("rings", "checkerboard", "swissroll", "moons")
+Shape = Literal["rings", "checkerboard", "swissroll", "moons"]  # the config schema checks names against this
+SHAPES: tuple[str, ...] = get_args(Shape)
 DEFAULT_NOISE: dict[str, float] = {"rings": 0.1, "checkerboard": 0.0, "swissroll": 0.05, "moons": 0.05}
 RING_MODES = 8
 RING_RADIUS = math.sqrt(2.0)
@@ -125,7 +126,7 @@ class Toy2D(Dataset):
 
     kind = "vector"
 
-    def __init__(self, shape: str = "rings", n: int = 20000, seed: int = 0, noise: float | None = None) -> None:
+    def __init__(self, shape: Shape = "rings", n: int = 20000, seed: int = 0, noise: float | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"toy2d seed must be an int, got {seed!r}")
         self.shape = shape

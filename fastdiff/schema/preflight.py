@@ -87,8 +87,9 @@ def check_data(datamodule: Any, trainer: dict[str, Any]) -> tuple[int, ...]:
     except ConfigError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"data: {first}") from None
+        first = (str(err).strip().strip("'\"").splitlines() or [type(err).__name__])[0]
+        key = first.split(":", 1)[0]
+        raise ConfigError(f"data.{first}" if key.isidentifier() else f"data: {first}") from None
     check_images("data.root", datamodule._base_train)
     world = world_size(trainer)
     n = len(datamodule.train_dataset)
