@@ -156,7 +156,7 @@ def parse_overrides(overrides: list[str]) -> list[dict[str, Any]]:
 def read_yaml(path: str) -> dict[str, Any]:
     """Read a YAML config file to a plain dict (an empty file is an empty dict)."""
     if not os.path.isfile(path):
-        raise ConfigError(f"--config: file not found: {path}")
+        raise ConfigError(f"--config: file not found: {path} — give an existing YAML file")
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as err:

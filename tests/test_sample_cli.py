@@ -259,7 +259,7 @@ def test_one_line_errors(case, ckpts, tmp_path, capsys):
         "truncated": ({"ckpt": str(tmp_path / "cut.ckpt")},
                       f"ckpt: {tmp_path / 'cut.ckpt'} is truncated or corrupt: a zip archive"),
         "process": ({"ckpt": ckpts["psld"], "sampler": "edm_heun"},
-                    "sampler: sampler 'edm_heun' does not support process PSLD; it supports: "),
+                    "sampler: sampler 'edm_heun' does not support process PSLD — it supports: "),
         "not_dir": ({"out": str(tmp_path / "file")}, f"out: {tmp_path / 'file'} exists and is not a directory"),
         "under_file": ({"out": str(tmp_path / "file" / "sub")}, f"out: cannot write to {tmp_path / 'file' / 'sub'}"),
         "seeds": ({"seeds": "9-3"}, "seeds: range 9-3 in '9-3' ends below its start — write it as 3-9"),

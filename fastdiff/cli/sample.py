@@ -168,7 +168,7 @@ def check_generation(out: Path, identity: dict[str, Any], write: bool = True) ->
         if isinstance(old, dict):
             diff = _differences(old, identity) or ("settings differ" if old != identity else "")
             if diff:
-                raise SampleError(f"out: {out} holds samples of a different generation ({diff}); use a new out "
+                raise SampleError(f"out: {out} holds samples of a different generation ({diff}) — use a new out "
                                   f"directory or delete {out}")
             return
     if not write:
@@ -209,16 +209,18 @@ def plan(args: dict[str, Any]) -> Plan:
     """Run every check that can fail (cheapest first), then create out and record the generation identity last,
     so a refused request leaves nothing behind."""
     from fastdiff.lightning.callbacks.writer import SampleStore
-    from fastdiff.samplers import SamplerError
     from fastdiff.schema.preflight import check_hardware
 
     check_hardware("trainer", args["trainer"])
     sampler = build_sampler(args)
     model, hparams = load_model(args["ckpt"], args["ema"])
-    try:
-        sampler.check_process(model.process)
-    except SamplerError as err:
-        raise SampleError(f"sampler: {err}") from None
+    if not sampler.supports(model.process):
+        from fastdiff.registry import PROCESSES
+        from fastdiff.samplers.base import cls_supports
+
+        ok = [n for n in PROCESSES.names() if cls_supports(type(sampler), PROCESSES.get(n))]
+        raise SampleError(f"sampler: sampler {sampler.name!r} does not support process "
+                          f"{type(model.process).__name__} — it supports: {', '.join(ok)}")
     data_shape = tuple(int(s) for s in hparams["data_shape"])
     store = SampleStore(Path(args["out"]), data_shape)
     fid = fid_request(args, hparams["config"], data_shape)

@@ -171,8 +171,8 @@ def _cifar_folder(root: Path, files: tuple[str, ...]) -> Path:
         if all((folder / name).is_file() for name in files):
             return folder
     raise FileNotFoundError(
-        f"cifar10 needs the python batches {', '.join(files)}; not all found in {str(root)!r} "
-        f"nor in {str(root / CIFAR_FOLDER)!r} (point root at {CIFAR_FOLDER} or its parent)"
+        f"root: cifar10 needs the python batches {', '.join(files)}; not all found in {str(root)!r} "
+        f"nor in {str(root / CIFAR_FOLDER)!r} — point root at {CIFAR_FOLDER} or its parent"
     )
 
 

@@ -24,6 +24,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, not from fastdiff, or not matching the model)."""
 
 
+WANT = "— give a checkpoint written by fastdiff's train.py (out_dir/checkpoints/*.ckpt)"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
 _LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # torch's legacy (pre-zip) format opens with this
 _PICKLE_PROTO = b"\x80"
@@ -47,7 +48,7 @@ def _check_format(path: str) -> None:
     """Recognise the file before unpickling it, so junk gets a message about what it is, not an unpickler error."""
     size = os.path.getsize(path)
     if size == 0:
-        raise CheckpointError(f"{path} is an empty file, not a checkpoint")
+        raise CheckpointError(f"{path} is an empty file, not a checkpoint {WANT}")
     with open(path, "rb") as f:
         head = f.read(len(_LEGACY_MAGIC))
     if head.startswith(_ZIP_MAGIC):
@@ -57,26 +58,26 @@ def _check_format(path: str) -> None:
         except (zipfile.BadZipFile, OSError) as e:
             raise CheckpointError(f"{path} is truncated or corrupt: a zip archive (the torch.save format) whose "
                                   f"directory cannot be read ({size} bytes: {_first_line(e)}); was the write or copy "
-                                  f"cut short?") from None
+                                  f"cut short? {WANT}") from None
         if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             raise CheckpointError(f"{path} is a zip archive but not a torch checkpoint (no data.pkl among "
-                                  f"{len(names)} entries)")
+                                  f"{len(names)} entries) {WANT}")
     elif head.startswith(_LEGACY_MAGIC):
         return  # torch's legacy format
     elif head.startswith(_PICKLE_PROTO):
-        raise CheckpointError(f"{path} is a plain Python pickle, not a torch checkpoint (torch.save format)")
+        raise CheckpointError(f"{path} is a plain Python pickle, not a torch checkpoint (torch.save format) {WANT}")
     else:
         raise CheckpointError(f"{path} is not a torch checkpoint: unrecognised content (starts with {head[:8]!r}; "
-                              f"torch.save files are zip archives starting with {_ZIP_MAGIC!r})")
+                              f"torch.save files are zip archives starting with {_ZIP_MAGIC!r}) {WANT}")
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """torch.load(path, weights_only=True) with one-line errors; checks it holds a fastdiff config."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path} {WANT}")
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint path is a directory, expected a .ckpt file: {path}")
+        raise CheckpointError(f"checkpoint path is a directory: {path} {WANT}")
     _check_format(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -87,21 +88,21 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             raise CheckpointError(f"{path} is a pickle holding {what}; it cannot be loaded safely (loading it could "
                                   f"run code), so it is refused — use a checkpoint written by fastdiff's train.py, "
                                   f"which holds only tensors, numbers and strings") from None
-        raise CheckpointError(f"{path} is a corrupt torch checkpoint: {_first_line(e)}") from None
+        raise CheckpointError(f"{path} is a corrupt torch checkpoint: {_first_line(e)} {WANT}") from None
     except Exception as e:  # the unpickler and zip reader raise many types (EOFError, RuntimeError, OSError, ...)
-        raise CheckpointError(f"{path} is a corrupt or truncated torch checkpoint: {_first_line(e)}") from None
+        raise CheckpointError(f"{path} is a corrupt or truncated torch checkpoint: {_first_line(e)} {WANT}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; "
-                              f"not a fastdiff checkpoint")
+                              f"not a fastdiff checkpoint {WANT}")
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or not isinstance(hp.get("config"), dict) or "data_shape" not in hp:
         keys = ", ".join(sorted(map(str, ckpt))[:6]) + (", ..." if len(ckpt) > 6 else "")
         what = (f"its hyper_parameters ({', '.join(sorted(map(str, hp))[:6])}) lack"
                 if isinstance(hp, dict) else f"it has no hyper_parameters (keys: {keys or 'none'}), so no")
         raise CheckpointError(f"{path} is not a fastdiff checkpoint: {what} 'config' and 'data_shape' "
-                              f"(fastdiff's DiffusionModule saves both); was it written by another program?")
+                              f"(fastdiff's DiffusionModule saves both); was it written by another program? {WANT}")
     if not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path} has no 'state_dict' with the model weights")
+        raise CheckpointError(f"{path} has no 'state_dict' with the model weights {WANT}")
     return ckpt
 
 
@@ -147,12 +148,12 @@ def load_score_model(checkpoint: str | os.PathLike[str] | dict[str, Any], use_em
     if missing or unexpected:
         raise CheckpointError(f"{where} does not match the model built from its config: "
                               f"missing keys {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                              f"unexpected keys {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+                              f"unexpected keys {unexpected[:3]}{'...' if len(unexpected) > 3 else ''} {WANT}")
     bad = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]
         raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, "
-                              f"model {tuple(expected[k].shape)}")
+                              f"model {tuple(expected[k].shape)} {WANT}")
     model.load_state_dict(state)
     model.data_shape = data_shape
     model.config = hp["config"]

@@ -75,8 +75,8 @@ class SampleStore:
                 with np.load(path, allow_pickle=False) as z:
                     seeds = z["seeds"].tolist()
             except Exception as err:  # noqa: BLE001 - a damaged shard is reported, never trusted
-                raise ValueError(f"{path} is not a readable sample shard ({type(err).__name__}: {err}); "
-                                 "delete it and rerun to regenerate its seeds") from None
+                raise ValueError(f"{path} is not a readable sample shard ({type(err).__name__}) "
+                                 "— delete it and rerun to regenerate its seeds") from None
             for s in seeds:
                 index[int(s)] = path
         return index

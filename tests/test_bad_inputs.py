@@ -1,0 +1,470 @@
+"""Every bad input a user can give train.py, sample.py, the stats/FID commands and the Python API: one line
+``error: <what was wrong> — <what is allowed>`` naming the offending key and value, exit status 2 (or the right
+exception type for the API), found before any work, and nothing written.
+
+Each table row is (id, arguments, expected fragment). The fragment is the key and the offending value as the
+message must show them; placeholders {tmp} (the test's directory) and {ckpt}, {psld}, ... (fixture files)
+are filled in per test. The commands run in-process (``main(argv)``) so the suite is fast; three subprocess
+cases check the real exit status, that no traceback is printed, and that FASTDIFF_DEBUG=1 shows one.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ["data.name=toy2d", "data.n=200", "data.batch_size=16", "net.name=mlp", "net.hidden=16", "net.depth=1",
+       "net.emb_dim=8", "trainer.max_steps=2", "trainer.accelerator=cpu", "final_samples.n=0", "evaluation=[]"]
+EVAL_OK = "{samplers: [{sampler: euler_maruyama, nfe: 4}], n_samples: 4, batch_size: 4, every_n_steps: 1}"
+
+
+class Evil:
+    """Unpickling this would run code (a crafted checkpoint)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo crafted-pickle-ran",))
+
+
+def _save_module_checkpoint(path: Path, overrides: list[str], shape: tuple[int, ...] = (2,)) -> str:
+    """A checkpoint in the layout DiffusionModule writes (state_dict + hyper_parameters), without training."""
+    from fastdiff.config import load_config
+    from fastdiff.lightning.module import DiffusionModule
+
+    module = DiffusionModule(load_config(None, TOY + overrides), shape)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("inputs")
+    out = {"ckpt": _save_module_checkpoint(root / "vp.ckpt", []),
+           "psld": _save_module_checkpoint(root / "psld.ckpt", ["process.name=psld"])}
+    good = torch.load(out["ckpt"], weights_only=True)
+    good["state_dict"]["model.net.extra"] = good["state_dict"].pop(next(iter(good["state_dict"])))
+    torch.save(good, root / "arch.ckpt")
+    torch.save({"state_dict": {}, "obj": Evil()}, root / "crafted.ckpt")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, root / "foreign.ckpt")
+    (root / "junk.ckpt").write_bytes(os.urandom(4096))
+    blob = Path(out["ckpt"]).read_bytes()
+    (root / "cut.ckpt").write_bytes(blob[:len(blob) // 2])
+    (root / "ckptdir").mkdir()
+    out.update({k: str(root / f"{k}.ckpt") for k in ("arch", "crafted", "foreign", "junk", "cut")})
+    out["ckptdir"] = str(root / "ckptdir")
+    return out
+
+
+def _prepare(tmp: Path) -> None:
+    """Inputs some cases point at: a plain file, image folders (empty, no images, one broken image), a bad shard."""
+    from PIL import Image
+
+    (tmp / "file").write_text("not a directory")
+    (tmp / "empty").mkdir()
+    (tmp / "txt").mkdir()
+    (tmp / "txt" / "a.txt").write_text("x")
+    (tmp / "broken").mkdir()
+    for i in range(20):
+        Image.new("RGB", (8, 8), (i, 2 * i, 3 * i)).save(tmp / "broken" / f"{i:02d}.png")
+    (tmp / "broken" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (tmp / "shards").mkdir()
+    (tmp / "shards" / "shard_000000-000003.npz").write_bytes(b"not an npz archive")
+
+
+def _sub(text: str, tmp: Path, files: dict[str, str]) -> str:
+    """Fill {tmp} and {<fixture file>} placeholders (other braces are YAML and stay)."""
+    for key, value in {"tmp": str(tmp), **files}.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def _fill(args: list[str], tmp: Path, files: dict[str, str]) -> list[str]:
+    return [_sub(a, tmp, files) for a in args]
+
+
+def _snapshot(tmp: Path) -> set[str]:
+    return {str(p.relative_to(tmp)) for p in tmp.rglob("*")}
+
+
+# messages written in sampler budget code (samplers/base.py, restart.py; not this layer's files) have no " — " yet
+NO_DASH = ("NFE budget",)
+
+
+def _check_one_line(err: str, fragment: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and (" — " in lines[0] or any(s in lines[0] for s in NO_DASH)), lines[0]
+    assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in err and "weights_only=False" not in err and "set to `False`" not in err
+
+
+# ---- train.py -------------------------------------------------------------------------------------------------
+TRAIN_CASES = [
+    ("ve_sigma_min_negative", ["process.name=ve", "process.sigma_min=-1"], "process.sigma_min: -1.0"),
+    ("ve_sigma_min_zero", ["process.name=ve", "process.sigma_min=0"], "process.sigma_min: 0.0"),
+    ("ve_sigma_min_above_max", ["process.name=ve", "process.sigma_min=60"], "process.sigma_max: 50.0"),
+    ("ve_sigma_max_type", ["process.name=ve", "process.sigma_max=big"], "process.sigma_max: got str 'big'"),
+    ("vp_beta_min_zero", ["process.beta_min=0"], "process.beta_min: 0.0"),
+    ("vp_beta_min_negative", ["process.beta_min=-1"], "process.beta_min: -1.0"),
+    ("vp_beta_max_below_min", ["process.beta_max=0.05"], "process.beta_max: 0.05"),
+    ("vp_t_eps_negative", ["process.t_eps_sample=-0.1"], "process.t_eps_sample: -0.1"),
+    ("psld_gamma_negative", ["process.name=psld", "process.gamma=-1"], "process.gamma: -1.0"),
+    ("psld_beta_zero", ["process.name=psld", "process.beta=0"], "process.beta: 0.0"),
+    ("psld_kappa_zero", ["process.name=psld", "process.kappa=0"], "process.kappa: 0.0"),
+    ("psld_nu_below_gamma", ["process.name=psld", "process.gamma=5", "process.nu=4"], "process.nu: 4.0"),
+    ("psld_t_eps_zero", ["process.name=psld", "process.t_eps_sample=0"], "process.t_eps_sample: 0.0"),
+    ("psld_t_eps_above_T", ["process.name=psld", "process.t_eps_sample=1.5"], "process.t_eps_sample: 1.5"),
+    ("process_unknown", ["process.name=vpp"], "process.name: unknown process 'vpp'"),
+    ("process_unknown_option", ["process.sigma_max=5"], "process.sigma_max: unknown option for process 'vp'"),
+    ("batch_size_zero", ["data.batch_size=0"], "data.batch_size: 0"),
+    ("batch_size_type", ["data.batch_size=many"], "data.batch_size: got str 'many'"),
+    ("num_workers_negative", ["data.num_workers=-1"], "data.num_workers: -1"),
+    ("batch_larger_than_data", ["data.batch_size=5000"], "data.batch_size: 5000"),
+    ("val_fraction_one", ["data.val_fraction=1.0"], "data.val_fraction: 1.0"),
+    ("toy2d_shape", ["data.shape=spiral"], "data.shape: 'spiral'"),
+    ("toy2d_n_type", ["data.n=lots"], "data.n: got str 'lots'"),
+    ("hflip_on_vectors", ["data.hflip=true"], "data.hflip: true"),
+    ("data_unknown", ["data.name=mnist"], "data.name: unknown dataset 'mnist'"),
+    ("data_split_reserved", ["data.split=val"], "data.split: str 'val'"),
+    ("image_folder_no_root", ["data.name=image_folder"], "data.root: missing"),
+    ("image_folder_missing", ["data.name=image_folder", "data.root={tmp}/nowhere"], "data.root: image_folder root"),
+    ("image_folder_is_file", ["data.name=image_folder", "data.root={tmp}/file"], "{tmp}/file"),
+    ("image_folder_empty", ["data.name=image_folder", "data.root={tmp}/empty"], "data.root: image_folder found no"),
+    ("image_folder_no_images", ["data.name=image_folder", "data.root={tmp}/txt"], "under '{tmp}/txt'"),
+    ("image_folder_broken", ["data.name=image_folder", "data.root={tmp}/broken", "data.image_size=8",
+                             "net.name=unet", "net.channels=8", "net.channel_mult=[1]", "net.attn_resolutions=[]",
+                             "data.batch_size=4"], "data.root: {tmp}/broken/zz.png is not a readable image"),
+    ("image_size_type", ["data.name=image_folder", "data.root={tmp}/broken", "data.image_size=big"],
+     "data.image_size: got str 'big'"),
+    ("cifar_missing", ["data.name=cifar10", "data.root={tmp}/nowhere"], "{tmp}/nowhere"),
+    ("devices_zero", ["trainer.devices=0"], "trainer.devices: 0"),
+    ("devices_negative", ["trainer.devices=-2"], "trainer.devices: -2"),
+    ("devices_empty_list", ["trainer.devices=[]"], "trainer.devices: []"),
+    ("devices_word", ["trainer.devices=some"], "trainer.devices: 'some'"),
+    ("precision_unknown", ["trainer.precision=17"], "trainer.precision: 17"),
+    ("precision_16_on_cpu", ["trainer.precision=16-mixed"], "trainer.precision: '16-mixed'"),
+    ("accelerator_unknown", ["trainer.accelerator=tpux"], "trainer.accelerator: 'tpux'"),
+    ("max_steps_zero", ["trainer.max_steps=0"], "trainer.max_steps: 0"),
+    ("num_nodes_zero", ["trainer.num_nodes=0"], "trainer.num_nodes: 0"),
+    ("keep_last_k_zero", ["trainer.keep_last_k=0"], "trainer.keep_last_k: 0"),
+    ("checkpoint_every_zero", ["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps: 0"),
+    ("trainer_unknown_key", ["trainer.max_step=3"], "trainer.max_step: unknown key"),
+    ("out_dir_is_file", ["out_dir={tmp}/file"], "out_dir: {tmp}/file exists and is not a directory"),
+    ("out_dir_under_file", ["out_dir={tmp}/file/run"], "out_dir: cannot write to {tmp}/file/run"),
+    ("out_dir_null", ["out_dir=null"], "out_dir: got null"),
+    ("out_dir_blank", ["out_dir=' '"], "out_dir: empty"),
+    ("resume_missing", ["trainer.ckpt_path={tmp}/none.ckpt"], "trainer.ckpt_path: no checkpoint to resume from"),
+    ("resume_last_missing", ["trainer.ckpt_path=last"], "trainer.ckpt_path: no checkpoint to resume from"),
+    ("resume_random_bytes", ["trainer.ckpt_path={junk}"], "trainer.ckpt_path: {junk} is not a torch checkpoint"),
+    ("resume_truncated", ["trainer.ckpt_path={cut}"], "trainer.ckpt_path: {cut} is truncated or corrupt"),
+    ("resume_crafted", ["trainer.ckpt_path={crafted}"], "trainer.ckpt_path: {crafted} is a pickle holding a "
+                                                        "reference to the Python object posix.system; it cannot "
+                                                        "be loaded safely"),
+    ("resume_foreign", ["trainer.ckpt_path={foreign}"], "trainer.ckpt_path: {foreign} is not a fastdiff checkpoint"),
+    ("resume_other_process", ["trainer.ckpt_path={ckpt}", "process.name=ve"],
+     "trainer.ckpt_path: {ckpt} was trained with process.name='vp', the config has 've'"),
+    ("resume_other_net", ["trainer.ckpt_path={ckpt}", "net.hidden=32"],
+     "trainer.ckpt_path: {ckpt} was trained with net.hidden=16, the config has 32"),
+    ("resume_other_process_option", ["trainer.ckpt_path={ckpt}", "process.beta_max=10"],
+     "trainer.ckpt_path: {ckpt} was trained with process.beta_max=20.0, the config has 10.0"),
+    ("final_sampler_process", ["process.name=psld", "final_samples.n=4", "final_samples.sampler=edm_heun"],
+     "final_samples.sampler: 'edm_heun' does not support process PSLD"),
+    ("final_sampler_unknown", ["final_samples.n=4", "final_samples.sampler=nope"],
+     "final_samples.sampler: unknown sampler 'nope'"),
+    ("final_nfe_zero", ["final_samples.n=4", "final_samples.nfe=0"], "final_samples.nfe: 0"),
+    ("final_option_rho", ["final_samples.n=4", "final_samples.options={rho: 0}"], "option rho: 0.0"),
+    ("final_option_unknown", ["final_samples.n=4", "final_samples.options={bogus: 1}"], "unknown option(s) bogus"),
+    ("final_budget_too_small", ["final_samples.n=4", "final_samples.sampler=restart", "final_samples.nfe=3"],
+     "NFE budget 3 is below its minimum"),
+    ("eval_sampler_process", ["process.name=psld", "evaluation=[{samplers: [{sampler: edm_heun, nfe: 5}], "
+                              "every_n_steps: 1}]"], "evaluation[0].samplers[0].sampler: 'edm_heun'"),
+    ("eval_no_trigger", ["evaluation=[{samplers: [{sampler: euler_maruyama, nfe: 4}]}]"],
+     "evaluation[0]: neither of every_n_steps and every_n_epochs"),
+    ("eval_seeds_reversed", ["evaluation=[" + EVAL_OK[:-1] + ", seeds: '5-3'}]"],
+     "evaluation[0].seeds: range 5-3"),
+    ("eval_seed_count", ["evaluation=[" + EVAL_OK[:-1] + ", seeds: '0-9'}]"],
+     "evaluation[0].seeds: '0-9' gives 10 seeds but n_samples is 4"),
+    ("eval_n_samples_zero", ["evaluation=[{samplers: [{sampler: euler_maruyama, nfe: 4}], n_samples: 0, "
+                             "every_n_steps: 1}]"], "evaluation[0].n_samples: 0"),
+    ("eval_unknown_key", ["evaluation=[{bogus: 1}]"], "evaluation[0].bogus: unknown key"),
+    ("eval_sampler_unknown_key", ["evaluation=[{samplers: [{sampler: euler_maruyama, nfee: 4}], "
+                                  "every_n_steps: 1}]"], "evaluation[0].samplers[0].nfee: unknown key"),
+    ("eval_duplicate_name", ["evaluation=[" + EVAL_OK + ", " + EVAL_OK + "]"], "evaluation[1].name: 'val'"),
+    ("optim_lr_zero", ["optim.lr=0"], "optim.lr: 0.0"),
+    ("optim_betas_length", ["optim.betas=[0.9]"], "optim.betas: got a list of 1 items"),
+    ("ema_decay_above_one", ["ema.decay=1.5"], "ema.decay: 1.5"),
+    ("model_parameterization", ["process.name=psld", "model.parameterization=edm"],
+     "model.parameterization: 'edm'"),
+    ("model_sigma_data_zero", ["model.sigma_data=0"], "model.sigma_data: 0.0"),
+    ("net_option_type", ["net.hidden=wide"], "net.hidden: got str 'wide'"),
+    ("net_reserved", ["net.in_channels=3"], "net.in_channels: int 3"),
+    ("top_level_typo", ["optimm.lr=1"], "optimm: unknown key"),
+    ("override_without_value", ["optim.lr"], "optim.lr: not an override"),
+    ("override_bad_yaml", ["optim.lr=[1"], "optim.lr: cannot parse"),
+    ("config_file_missing", ["--config", "{tmp}/none.yaml"], "--config: file not found: {tmp}/none.yaml"),
+    ("unknown_flag", ["--bogus"], "--bogus: unknown flag"),
+    ("seed_type", ["seed=abc"], "seed: got str 'abc'"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
+def test_train_bad_input(args, fragment, files, tmp_path, capsys):
+    from fastdiff.cli.train import main
+
+    _prepare(tmp_path)
+    before = _snapshot(tmp_path)
+    renamed = {a.split(".")[0] for a in args if ".name=" in a}  # a section switched to another component
+    base = [a for a in TOY if a.split(".")[0] not in renamed or a in ("data.batch_size=16",)]
+    argv = base + [f"out_dir={tmp_path}/run"] + _fill(args, tmp_path, files)
+    assert main(argv) == 2
+    _check_one_line(capsys.readouterr().err, _sub(fragment, tmp_path, files))
+    assert _snapshot(tmp_path) == before  # nothing written, not even the out_dir
+
+
+def test_train_gpu_accelerator_without_gpu(files, tmp_path, capsys):
+    from fastdiff.cli.train import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    assert main(TOY + [f"out_dir={tmp_path}/run", "trainer.accelerator=gpu"]) == 2
+    _check_one_line(capsys.readouterr().err, "trainer.accelerator: 'gpu' but no CUDA GPU")
+    assert not (tmp_path / "run").exists()
+
+
+# ---- sample.py ------------------------------------------------------------------------------------------------
+SAMPLE_BASE = {"ckpt": "{ckpt}", "sampler": "euler_maruyama", "nfe": "4", "seeds": "0-3", "out": "{tmp}/o",
+               "ema": "false", "progress": "false", "trainer.accelerator": "cpu"}
+SAMPLE_CASES = [
+    ("ckpt_missing", {"ckpt": "{tmp}/none.ckpt"}, "ckpt: checkpoint not found: {tmp}/none.ckpt"),
+    ("ckpt_random_bytes", {"ckpt": "{junk}"}, "ckpt: {junk} is not a torch checkpoint"),
+    ("ckpt_truncated", {"ckpt": "{cut}"}, "ckpt: {cut} is truncated or corrupt"),
+    ("ckpt_crafted", {"ckpt": "{crafted}"}, "ckpt: {crafted} is a pickle holding a reference to the Python "
+                                            "object posix.system; it cannot be loaded safely"),
+    ("ckpt_directory", {"ckpt": "{ckptdir}"}, "ckpt: checkpoint path is a directory"),
+    ("ckpt_foreign", {"ckpt": "{foreign}"}, "ckpt: {foreign} is not a fastdiff checkpoint"),
+    ("ckpt_other_architecture", {"ckpt": "{arch}"}, "ckpt: {arch} does not match the model built from its config"),
+    ("seeds_reversed", {"seeds": "5-3"}, "seeds: range 5-3 in '5-3' ends below its start"),
+    ("seeds_huge", {"seeds": "0-99999999999"}, "seeds: '0-99999999999' names 100000000000 seeds"),
+    ("seeds_duplicate", {"seeds": "1,1"}, "seeds: '1,1' lists seed 1 more than once"),
+    ("seeds_overlap", {"seeds": "0-5,3"}, "seeds: '0-5,3' lists seed 3 more than once"),
+    ("seeds_words", {"seeds": "abc"}, "seeds: malformed seed list 'abc'"),
+    ("seeds_negative_list", {"seeds": "[1, -2]"}, "seeds: item -2 of [1, -2]"),
+    ("nfe_zero", {"nfe": "0"}, "nfe: 0 is out of range"),
+    ("nfe_word", {"nfe": "many"}, "nfe: got str 'many'"),
+    ("nfe_below_minimum", {"sampler": "restart", "nfe": "5"}, "NFE budget 5 is below its minimum"),
+    ("nfe_and_steps", {"steps": "3"}, "steps: given with nfe=4"),
+    ("steps_zero", {"nfe": None, "steps": "0"}, "steps: 0 is out of range"),
+    ("nfe_missing", {"nfe": None}, "nfe: required for sampler 'euler_maruyama'"),
+    ("batch_zero", {"batch": "0"}, "batch: 0 is out of range"),
+    ("ema_word", {"ema": "maybe"}, "ema: got str 'maybe'"),
+    ("sampler_unknown", {"sampler": "nope"}, "sampler: unknown sampler 'nope'"),
+    ("sampler_process", {"ckpt": "{psld}", "sampler": "edm_heun"},
+     "sampler: sampler 'edm_heun' does not support process PSLD"),
+    ("option_sigma_min_negative", {"sampler": "edm_heun", "options.sigma_min": "-1"},
+     "option sigma_min: -1.0 is out of range"),
+    ("option_sigma_min_above_max", {"sampler": "edm_heun", "options.sigma_min": "10", "options.sigma_max": "1"},
+     "option sigma_min: 10.0 is not below sigma_max=1.0"),
+    ("option_rho_zero", {"sampler": "edm_heun", "options.rho": "0"}, "option rho: 0.0 is out of range"),
+    ("option_rho_negative", {"options.rho": "-2"}, "option rho: -2.0 is out of range"),
+    ("option_t_eps", {"options.t_eps": "1.5"}, "option t_eps: 1.5 is out of range"),
+    ("option_dtype", {"options.dtype": "float16"}, "option dtype: 'float16' is not allowed"),
+    ("option_unknown", {"options.foo": "1"}, "unknown option(s) foo for sampler 'euler_maruyama'"),
+    ("devices_zero", {"trainer.devices": "0"}, "trainer.devices: 0"),
+    ("num_nodes_zero", {"trainer.num_nodes": "0"}, "trainer.num_nodes: 0"),
+    ("accelerator_unknown", {"trainer.accelerator": "npu"}, "trainer.accelerator: 'npu'"),
+    ("trainer_unknown_key", {"trainer.max_steps": "5"}, "trainer.max_steps: unknown key"),
+    ("out_is_file", {"out": "{tmp}/file"}, "out: {tmp}/file exists and is not a directory"),
+    ("out_under_file", {"out": "{tmp}/file/o"}, "out: cannot write to {tmp}/file/o"),
+    ("out_missing", {"out": None}, "out: missing"),
+    ("out_corrupt_shard", {"out": "{tmp}/shards"}, "out: {tmp}/shards/shard_000000-000003.npz is not a readable"),
+    ("fid_ref_missing", {"fid.ref": "{tmp}/none.npz"}, "fid.ref: reference statistics {tmp}/none.npz not found"),
+    ("fid_options_without_ref", {"fid.options.batch_size": "4"}, "fid.options: given without fid.ref"),
+    ("unknown_key", {"nfee": "5"}, "nfee: unknown key"),
+]
+
+
+@pytest.mark.parametrize("change,fragment", [c[1:] for c in SAMPLE_CASES], ids=[c[0] for c in SAMPLE_CASES])
+def test_sample_bad_input(change, fragment, files, tmp_path, capsys):
+    from fastdiff.cli.sample import main
+
+    _prepare(tmp_path)
+    before = _snapshot(tmp_path)
+    args = {**SAMPLE_BASE, **change}
+    argv = _fill([f"{k}={v}" for k, v in args.items() if v is not None], tmp_path, files)
+    assert main(argv) == 2
+    _check_one_line(capsys.readouterr().err, _sub(fragment, tmp_path, files))
+    assert _snapshot(tmp_path) == before  # no out dir, no generation.json, the bad shard untouched
+
+
+@pytest.mark.parametrize("argv,fragment", [(["nfe"], "nfe: not a key=value argument"),
+                                           (["--fast"], "--fast: not a key=value argument")])
+def test_sample_malformed_arguments(argv, fragment, tmp_path, capsys):
+    from fastdiff.cli.sample import main
+
+    assert main(argv) == 2
+    _check_one_line(capsys.readouterr().err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_other_generation_is_refused(files, tmp_path, capsys):
+    """A directory filled by another sampler is not resumed into; nothing in it changes."""
+    from fastdiff.cli.sample import main
+
+    argv = _fill([f"{k}={v}" for k, v in SAMPLE_BASE.items()], tmp_path, files)
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "o").rglob("*")}
+    assert main([a if not a.startswith("nfe=") else "nfe=6" for a in argv]) == 2
+    _check_one_line(capsys.readouterr().err, "out: " + str(tmp_path / "o") + " holds samples of a different generation")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "o").rglob("*")} == before
+
+
+def test_sample_failed_start_leaves_nothing(files, tmp_path, capsys, monkeypatch):
+    """A failure after the checks (here: Lightning refusing to start) removes the out dir it created."""
+    import fastdiff.cli.sample as cli
+
+    def refuse(p):
+        raise RuntimeError("the trainer could not start")
+
+    monkeypatch.setattr(cli, "run", refuse)
+    argv = _fill([f"{k}={v}" for k, v in SAMPLE_BASE.items()], tmp_path, files)
+    assert cli.main(argv) == 1  # not the user's input: exit 1, still one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: RuntimeError: the trainer could not start"), err
+    assert not (tmp_path / "o").exists()
+
+
+# ---- stats / FID commands -------------------------------------------------------------------------------------
+STATS_CASES = [
+    ("data_missing", ["--features", "raw", "--out", "{tmp}/r.npz"], "the following arguments are required: --data"),
+    ("features_unknown", ["--data", "toy2d", "--features", "nope", "--out", "{tmp}/r.npz"],
+     "argument --features: invalid choice: 'nope'"),
+    ("batch_size_word", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/r.npz", "--batch-size", "x"],
+     "argument --batch-size: invalid int value: 'x'"),
+    ("batch_size_zero", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/r.npz", "--batch-size", "0"],
+     "--batch-size: 0 is out of range"),
+    ("keep_features_negative", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/r.npz",
+                                "--keep-features", "-1"], "--keep-features: -1 is out of range"),
+    ("max_items_zero", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/r.npz", "--max-items", "0"],
+     "--max-items: 0 is out of range"),
+    ("out_not_npz", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/r.txt"], "--out: '{tmp}/r.txt'"),
+    ("out_is_dir", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/empty.npz"], "--out: {tmp}/empty.npz"),
+    ("out_under_file", ["--data", "toy2d", "--features", "raw", "--out", "{tmp}/file/r.npz"],
+     "--out: {tmp}/file exists and is not a directory"),
+    ("data_unknown", ["--data", "mnist", "--features", "raw", "--out", "{tmp}/r.npz"], "unknown dataset 'mnist'"),
+    ("data_option_malformed", ["--data", "toy2d", "--data-option", "n", "--features", "raw", "--out",
+                               "{tmp}/r.npz"], "--data-option 'n': expected key=value"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", [c[1:] for c in STATS_CASES], ids=[c[0] for c in STATS_CASES])
+def test_stats_bad_input(argv, fragment, tmp_path, capsys):
+    from fastdiff.cli.stats import main
+
+    _prepare(tmp_path)
+    (tmp_path / "empty.npz").mkdir()
+    before = _snapshot(tmp_path)
+    assert main(_fill(argv, tmp_path, {})) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and _sub(fragment, tmp_path, {}) in lines[0], lines
+    assert _snapshot(tmp_path) == before
+
+
+def test_fid_command_bad_input(tmp_path, capsys):
+    """Hook for ``python -m fastdiff.cli.fid A B`` (issue 16): missing inputs are one line, exit 2, nothing written."""
+    fid = pytest.importorskip("fastdiff.cli.fid")
+    before = _snapshot(tmp_path)
+    assert fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 2
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "a.npz" in lines[0], lines
+    assert _snapshot(tmp_path) == before
+
+
+# ---- Python API -----------------------------------------------------------------------------------------------
+API_CASES = [
+    ("seeds_reversed", {"seeds": "5-3"}, ValueError, "sample(): seeds: range 5-3 in '5-3' ends below its start"),
+    ("seeds_huge", {"seeds": "0-99999999999"}, ValueError, "names 100000000000 seeds"),
+    ("seeds_duplicate_list", {"seeds": [1, 2, 1]}, ValueError, "lists seed 1 more than once"),
+    ("seeds_duplicate_string", {"seeds": "0-3,2"}, ValueError, "lists seed 2 more than once"),
+    ("seeds_empty", {"seeds": []}, ValueError, "seeds is empty"),
+    ("seeds_negative", {"seeds": -1}, ValueError, "seed -1 is negative"),
+    ("seeds_float", {"seeds": 2.5}, ValueError, "2.5 is not a seed list"),
+    ("seeds_bool_item", {"seeds": [0, True]}, ValueError, "item True of [0, True]"),
+    ("batch_size_zero", {"batch_size": 0}, ValueError, "batch_size must be a positive integer, got 0"),
+    ("sampler_unknown", {"sampler": "nope"}, KeyError, "unknown sampler 'nope'"),
+    ("sigma_min_negative", {"sampler": "edm_heun", "sigma_min": -1.0}, ValueError, "option sigma_min: -1.0"),
+    ("sigma_min_above_max", {"sampler": "edm_heun", "sigma_min": 5.0, "sigma_max": 1.0}, ValueError,
+     "option sigma_min: 5.0 is not below sigma_max=1.0"),
+    ("rho_zero", {"sampler": "edm_heun", "rho": 0.0}, ValueError, "option rho: 0.0"),
+    ("rho_negative", {"sampler": "euler_maruyama", "rho": -3.0}, ValueError, "option rho: -3.0"),
+    ("t_eps_zero", {"sampler": "euler_maruyama", "t_eps": 0.0}, ValueError, "option t_eps: 0.0"),
+    ("nfe_zero", {"nfe": 0}, ValueError, "NFE budget 0 is below its minimum"),
+    ("option_unknown", {"bogus": 1}, TypeError, "unknown option(s) bogus"),
+    ("option_type", {"sampler": "edm_heun", "rho": "seven"}, ValueError, "option rho: got str 'seven'"),
+    ("ckpt_missing", {"model_or_checkpoint": "{tmp}/none.ckpt"}, FileNotFoundError, "checkpoint not found"),
+    ("ckpt_crafted", {"model_or_checkpoint": "{crafted}"}, ValueError, "it cannot be loaded safely"),
+    ("ckpt_random", {"model_or_checkpoint": "{junk}"}, ValueError, "is not a torch checkpoint"),
+    ("sampler_process", {"model_or_checkpoint": "{psld}", "sampler": "edm_heun"}, ValueError,
+     "does not support process PSLD"),
+    ("shape_mismatch", {"shape": (3,)}, ValueError, "shape=(3,) does not match the checkpoint's data shape (2,)"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,fragment", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_bad_input(kwargs, exc, fragment, files, tmp_path):
+    import fastdiff
+
+    kwargs = {k: (_sub(v, tmp_path, files) if isinstance(v, str) else v) for k, v in kwargs.items()}
+    target = kwargs.pop("model_or_checkpoint", files["ckpt"])
+    with pytest.raises(exc) as info:
+        fastdiff.sample(target, **{"nfe": 4, "seeds": range(2), "sampler": "euler_maruyama", **kwargs})
+    text = str(info.value).strip("'\"")
+    assert fragment in text and "\n" not in text and "weights_only" not in text, text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_api_string_seeds_follow_the_cli_grammar(files):
+    """seeds="10" is seed 10 (not the characters '1', '0'); "0,5" is two seeds: the grammar of sample.py."""
+    import fastdiff
+
+    assert fastdiff.sample(files["ckpt"], sampler="euler_maruyama", nfe=4, seeds="10").seeds == [10]
+    assert fastdiff.sample(files["ckpt"], sampler="euler_maruyama", nfe=4, seeds="0,5").seeds == [0, 5]
+
+
+# ---- real processes: exit status, no traceback, the debug switch ----------------------------------------------
+def _run(script: str, argv: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env.pop("FASTDIFF_DEBUG", None) if not env_extra else None
+    return subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_subprocess_train_bad_process_range(tmp_path):
+    proc = _run("train.py", ["process.name=ve", "process.sigma_min=-1", f"out_dir={tmp_path}/run"])
+    assert proc.returncode == 2 and proc.stdout == ""
+    _check_one_line(proc.stderr, "process.sigma_min: -1.0 is out of range")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subprocess_sample_missing_checkpoint_without_torch(tmp_path):
+    """Answered from the arguments alone: the process exits 2 before importing torch or Lightning."""
+    code = ("import sys; from fastdiff.cli.sample import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'imported torch'; sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("FASTDIFF_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", code, f"ckpt={tmp_path}/none.ckpt", "sampler=edm_heun", "nfe=5",
+                           "seeds=0-9", f"out={tmp_path}/o"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    _check_one_line(proc.stderr, f"ckpt: checkpoint not found: {tmp_path}/none.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subprocess_debug_switch_shows_the_traceback(tmp_path):
+    proc = _run("train.py", ["process.beta_min=0", f"out_dir={tmp_path}/run"], {"FASTDIFF_DEBUG": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "process.beta_min: 0.0" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
