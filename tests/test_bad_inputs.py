@@ -169,6 +169,8 @@ TRAIN_CASES = [
      "trainer.ckpt_path: {ckpt} was trained with process.name='vp', the config has 've'"),
     ("resume_other_net", ["trainer.ckpt_path={ckpt}", "net.hidden=32"],
      "trainer.ckpt_path: {ckpt} was trained with net.hidden=16, the config has 32"),
+    ("resume_other_architecture", ["trainer.ckpt_path={arch}"],
+     "trainer.ckpt_path: {arch} holds weights of another architecture (model.net."),
     ("resume_other_process_option", ["trainer.ckpt_path={ckpt}", "process.beta_max=10"],
      "trainer.ckpt_path: {ckpt} was trained with process.beta_max=20.0, the config has 10.0"),
     ("final_sampler_process", ["process.name=psld", "final_samples.n=4", "final_samples.sampler=edm_heun"],

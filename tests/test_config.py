@@ -201,3 +201,46 @@ def test_split_cli_args():
         split_cli_args(["--cfg", "a.yaml"])
     with pytest.raises(ConfigError, match=r"^--config: expects a file path"):
         split_cli_args(["--config"])
+
+
+def test_overrides_survive_a_later_section_name():
+    """``data.batch_size=8 data.name=toy2d``: the name is chosen first, then every data.* override applies (the 8
+    used to be dropped silently when the name changed after it)."""
+    cfg = load_config(None, ["data.batch_size=8", "data.name=toy2d", "data.n=300"])
+    assert cfg["data"]["name"] == "toy2d" and cfg["data"]["batch_size"] == 8 and cfg["data"]["n"] == 300
+    cfg = load_config(None, ["net.hidden=48", "net.name=mlp"])
+    assert cfg["net"]["hidden"] == 48
+    # an option the new component does not take is an error naming it, not silently dropped
+    with pytest.raises(ConfigError, match=r"^data\.pad_to: unknown option for dataset 'toy2d'"):
+        load_config(None, ["data.pad_to=16", "data.name=toy2d"])
+
+
+def test_default_evaluation_keeps_the_samplers_of_the_process():
+    """The embedded job's evaluation lists EDM-view samplers; under PSLD only the ones that support it remain."""
+    from fastdiff.registry import PROCESSES, SAMPLERS
+    from fastdiff.samplers.base import cls_supports
+
+    for process in ("vp", "ve", "psld"):
+        (ev,) = load_config(None, [f"process.name={process}"])["evaluation"]
+        names = [e["sampler"] for e in ev["samplers"]]
+        assert names and all(cls_supports(SAMPLERS.get(n), PROCESSES.get(process)) for n in names)
+        assert ("edm_heun" in names) == (process != "psld")
+
+
+def test_typed_sections_reach_the_module():
+    """DiffusionModule reads typed OptimConfig / ModelConfig (defaults from the one schema)."""
+    from fastdiff.lightning.module import DiffusionModule
+    from fastdiff.schema import ModelConfig, OptimConfig
+
+    cfg = load_config(None, ["data.name=toy2d", "net.name=mlp", "optim.lr=1e-3", "model.P_std=2"])
+    module = DiffusionModule(cfg, (2,))
+    assert isinstance(module.optim_cfg, OptimConfig) and module.optim_cfg.lr == 1e-3
+    assert isinstance(module.model_cfg, ModelConfig) and module.model_cfg.P_std == 2.0
+    assert module.model_cfg.P_mean == ModelConfig().P_mean == -1.2
+    with pytest.raises(ConfigError, match=r"^optim\.lrr: unknown key"):
+        DiffusionModule({**cfg, "optim": {"lrr": 1}}, (2,))
+
+
+def test_keep_last_k():
+    assert load_config(None, [])["trainer"]["keep_last_k"] == 3
+    assert load_config(None, ["trainer.keep_last_k=null"])["trainer"]["keep_last_k"] is None

@@ -108,10 +108,10 @@ def check_resume_identity(path: str, config: dict[str, Any], data_shape: tuple[i
     from fastdiff.lightning.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        hp = load_checkpoint(path)["hyper_parameters"]
+        ckpt = load_checkpoint(path)
     except (OSError, CheckpointError) as err:
         raise ConfigError(f"trainer.ckpt_path: {(str(err).strip().splitlines() or [''])[0]}") from None
-    old = hp["config"]
+    hp, old = ckpt["hyper_parameters"], ckpt["hyper_parameters"]["config"]
     advice = "resume with the config it was trained with, or start a new out_dir"
     if [int(s) for s in hp["data_shape"]] != list(data_shape):
         raise ConfigError(f"trainer.ckpt_path: {path} was trained on data of shape {list(hp['data_shape'])}, the "
@@ -126,3 +126,21 @@ def check_resume_identity(path: str, config: dict[str, Any], data_shape: tuple[i
     if par_old != config["model"]["parameterization"]:
         raise ConfigError(f"trainer.ckpt_path: {path} was trained with model.parameterization={par_old!r}, the "
                           f"config has {config['model']['parameterization']!r} — {advice}")
+    _check_weights(path, ckpt["state_dict"], config, data_shape)
+
+
+def _check_weights(path: str, state: dict[str, Any], config: dict[str, Any], data_shape: tuple[int, ...]) -> None:
+    """The stored weights fit the model this config builds (same names and shapes), so Lightning's restore
+    cannot fail half-way."""
+    from fastdiff.lightning.checkpoint import MODEL_PREFIX
+    from fastdiff.model import build_score_model
+
+    expected = {MODEL_PREFIX + k: tuple(v.shape) for k, v in build_score_model(config, data_shape).state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+    for key in sorted(set(expected) | set(stored)):
+        if expected.get(key) != stored.get(key):
+            there = "missing" if key not in stored else f"shape {list(stored[key])}"
+            here = "no such weight" if key not in expected else f"shape {list(expected[key])}"
+            raise ConfigError(f"trainer.ckpt_path: {path} holds weights of another architecture ({key}: {there} "
+                              f"there, {here} in the model of this config) — resume with the config it was "
+                              "trained with, or start a new out_dir")
