@@ -171,7 +171,7 @@ def test_unknown_name_lists_every_registered_name(section):
 
 def test_missing_file_is_an_error(tmp_path):
     missing = str(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match=r"^--config: file not found: .*nope\.yaml$"):
+    with pytest.raises(ConfigError, match=r"^--config: file not found: .*nope\.yaml — give an existing YAML file$"):
         load_config(missing, [])
 
 
