@@ -196,7 +196,7 @@ TRAIN_CASES = [
     ("eval_sampler_unknown_key", ["evaluation=[{samplers: [{sampler: euler_maruyama, nfee: 4}], "
                                   "every_n_steps: 1}]"], "evaluation[0].samplers[0].nfee: unknown key"),
     ("eval_duplicate_name", ["evaluation=[" + EVAL_OK + ", " + EVAL_OK + "]"], "evaluation[1].name: 'val'"),
-    ("optim_lr_zero", ["optim.lr=0"], "optim.lr: 0.0"),
+    ("optim_lr_negative", ["optim.lr=-0.001"], "optim.lr: -0.001"),
     ("optim_betas_length", ["optim.betas=[0.9]"], "optim.betas: got a list of 1 items"),
     ("ema_decay_above_one", ["ema.decay=1.5"], "ema.decay: 1.5"),
     ("model_parameterization", ["process.name=psld", "model.parameterization=edm"],
@@ -225,6 +225,22 @@ def test_train_bad_input(args, fragment, files, tmp_path, capsys):
     assert main(argv) == 2
     _check_one_line(capsys.readouterr().err, _sub(fragment, tmp_path, files))
     assert _snapshot(tmp_path) == before  # nothing written, not even the out_dir
+
+
+def test_train_failed_start_leaves_nothing(files, tmp_path, capsys, monkeypatch):
+    """Lightning failing as fit starts (after every check passed) removes the out_dir this run created."""
+    from lightning.pytorch import Trainer
+
+    from fastdiff.cli.train import main
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("the strategy could not start")
+
+    monkeypatch.setattr(Trainer, "fit", refuse)
+    assert main(TOY + [f"out_dir={tmp_path}/run"]) == 1  # not the user's input: exit 1, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: RuntimeError: the strategy could not start"), err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_gpu_accelerator_without_gpu(files, tmp_path, capsys):
@@ -300,6 +316,17 @@ def test_sample_bad_input(change, fragment, files, tmp_path, capsys):
     assert main(argv) == 2
     _check_one_line(capsys.readouterr().err, _sub(fragment, tmp_path, files))
     assert _snapshot(tmp_path) == before  # no out dir, no generation.json, the bad shard untouched
+
+
+def test_sample_gpu_accelerator_without_gpu(files, tmp_path, capsys):
+    from fastdiff.cli.sample import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    args = {**SAMPLE_BASE, "trainer.accelerator": "gpu"}
+    assert main(_fill([f"{k}={v}" for k, v in args.items()], tmp_path, files)) == 2
+    _check_one_line(capsys.readouterr().err, "trainer.accelerator: 'gpu' but no CUDA GPU")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv,fragment", [(["nfe"], "nfe: not a key=value argument"),

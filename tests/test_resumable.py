@@ -128,5 +128,5 @@ def test_datamodule_train_loader_shards_by_trainer_and_seeds(monkeypatch) -> Non
     monkeypatch.setenv("PL_GLOBAL_SEED", "11")
     dm2 = DiffusionDataModule("toy2d", batch_size=16, n=200, seed=2)
     assert dm2.train_dataloader().sampler.seed == 11  # shuffle_seed None: the run seed
-    with pytest.raises(ValueError, match="shuffle_seed must be an int or None"):
+    with pytest.raises(ValueError, match=r"data\.shuffle_seed: got float 1\.5 — expected int \| None"):
         DiffusionDataModule("toy2d", shuffle_seed=1.5)

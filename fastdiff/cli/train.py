@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +160,17 @@ def train(cfg: dict[str, Any]) -> TrainResult:
         trainer = build_trainer(cfg, [ema, *evaluations])
     except Exception as err:  # noqa: BLE001 - Lightning rejects trainer options with several exception types
         raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+    created = not out_dir.exists()
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        # a run that fails to start (no optimizer step, no checkpoint) leaves no directory it created behind
+        if created and trainer.is_global_zero and trainer.global_step == 0 and not (out_dir / "checkpoints").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
     step = trainer.global_step
     ckpt_dir = out_dir / "checkpoints"

@@ -16,7 +16,7 @@ Devices = Union[int, str, list[int]]
 class OptimConfig:
     """Adam with linear warm-up; grad_clip is the global-norm clip value (null or 0 disables)."""
 
-    lr: float = opt(2.0e-4, gt=0)
+    lr: float = opt(2.0e-4, ge=0)  # 0 freezes the weights (tests of evaluation/EMA use it)
     warmup_steps: int = opt(200, ge=0)
     grad_clip: float | None = opt(1.0, ge=0)
     weight_decay: float = opt(0.0, ge=0)
