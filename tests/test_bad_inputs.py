@@ -497,3 +497,38 @@ def test_subprocess_debug_switch_shows_the_traceback(tmp_path):
     proc = _run("train.py", ["process.beta_min=0", f"out_dir={tmp_path}/run"], {"FASTDIFF_DEBUG": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "process.beta_min: 0.0" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_out_dir_not_writable(command, files, tmp_path, capsys, monkeypatch):
+    """A directory without write permission (simulated: the suite may run as root, for whom every dir is
+    writable) is refused before anything is written."""
+    import fastdiff.schema.preflight as preflight
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(preflight.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    if command == "train":
+        from fastdiff.cli.train import main
+
+        rc = main(TOY + [f"out_dir={locked}/run"])
+        key = "out_dir"
+    else:
+        from fastdiff.cli.sample import main
+
+        rc = main(_fill([f"{k}={v}" for k, v in {**SAMPLE_BASE, "out": str(locked / "o")}.items()], tmp_path, files))
+        key = "out"
+    assert rc == 2
+    _check_one_line(capsys.readouterr().err, f"{key}: cannot write to {locked}/")
+    assert list(locked.iterdir()) == []
+
+
+def test_debug_flag_raises_instead_of_one_line(tmp_path):
+    """``--debug`` (like FASTDIFF_DEBUG=1) lets the exception through, traceback and all."""
+    from fastdiff.cli.train import main
+    from fastdiff.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^process\.beta_min: 0\.0 is out of range"):
+        main(["--debug", "process.beta_min=0", f"out_dir={tmp_path}/run"])
+    assert list(tmp_path.iterdir()) == []
