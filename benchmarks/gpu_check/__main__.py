@@ -1,4 +1,4 @@
-"""``python -m benchmarks.gpu_check [--smoke] [--out FILE.md] [--steps N] [--warmup N] [--debug]``
+"""``python -m benchmarks.gpu_check [--smoke] [--out FILE.md] [--steps N] [--warmup N] [--full-grid] [--debug]``
 
 One command that proves the training and sampling paths on CUDA and measures their speed (issue 17):
 training throughput of cifar10_vp / cifar10_psld (Lightning vs bare loop, bf16-mixed, +-channels_last,
@@ -33,8 +33,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run of every path that does not need CUDA")
     ap.add_argument("--out", default=None, help=f"markdown report (default: {RESULTS.relative_to(RESULTS.parents[2])}; "
                                                 "--smoke: a temporary file)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default 200; smoke 5)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps per run (default 30; smoke 2)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default 150; smoke 5)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps per run (default 25; smoke 2)")
+    ap.add_argument("--full-grid", action="store_true",
+                    help="PSLD runs the whole channels_last x compile grid too (default: VP only; two more compiles)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
 
     def fail(message: str) -> None:
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace, argv: list[str], log: Any = print) -> int:
     from fastdiff.config import load_config
 
     start = time.perf_counter()
-    sz = sizes(args.smoke, args.steps, args.warmup)
+    sz = sizes(args.smoke, args.steps, args.warmup, args.full_grid)
     if sz.smoke:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     import logging
@@ -82,20 +84,30 @@ def run(args: argparse.Namespace, argv: list[str], log: Any = print) -> int:
     with tempfile.TemporaryDirectory(prefix="fastdiff-gpu-check-ddp-") as work:
         # smoke: the CLI runs overlap the other sections (their timings mean nothing on the CPU); full: alone,
         # so that no section's timing shares the GPU
+        clock: dict[str, float] = {}
+
+        def timed(name: str, fn: Any, *a: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*a)
+            clock[name] = clock.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
         child = start_ddp(sz, Path(work)) if sz.smoke else None
-        train, weights = train_section(cfgs, shape, sz, log)
+        train, weights = timed("training", train_section, cfgs, shape, sz, log)
         if sz.smoke:
-            sample = sampling_section(cfgs, shape, weights, sz, log)
-        ddp = finish_ddp(child or start_ddp(sz, Path(work)), sz, log)
+            sample = timed("sampling", sampling_section, cfgs, shape, weights, sz, log)
+        ddp = timed("ddp", finish_ddp, child or start_ddp(sz, Path(work)), sz, log)
         if not sz.smoke:
-            sample = sampling_section(cfgs, shape, weights, sz, log)
+            sample = timed("sampling", sampling_section, cfgs, shape, weights, sz, log)
 
     rows = report.summary_rows(train, ddp, sample, judge_speed=not sz.smoke)
     notes = ["Lightning runs use the Trainer settings of train.py (TensorBoard logger, EMA callback, norm clipping, "
              "bf16-mixed) without checkpointing and without the progress bar; both loops read the same pinned, "
              "pre-made batches."]
     if sz.smoke:
-        notes.append("Smoke run: torch.compile skipped on the CPU; DDP uses gloo; tiny U-Net; timings mean nothing.")
+        notes.append("Smoke run: torch.compile skipped on the CPU; DDP uses gloo and overlaps the other sections; "
+                     "tiny U-Net; timings mean nothing.")
+    notes.append("Wall time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.items()) + ".")
     info = {"smoke": sz.smoke, "command": "python -m benchmarks.gpu_check " + " ".join(argv),
             "wall": time.perf_counter() - start, "versions": report.versions(), "notes": notes,
             "train_note": f"{sz.train_steps} steps per run, the first {sz.train_warmup} untimed, batch {sz.train_batch}, "

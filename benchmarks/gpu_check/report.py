@@ -88,7 +88,7 @@ def summary_rows(train: list[TrainRun], ddp: dict[str, Any], sample: list[Sample
                         f"{s.samples_per_s:.1f} samples/s at NFE {s.nfe:g}", "", ""))
         rows.append(Row("noise", f"{s.config} {s.label}", f"per-seed noise {100 * s.noise_cost:.1f}% of sampling time",
                         f"<= {100 * NOISE_GOAL:.0f}%", goal(s.noise_cost <= NOISE_GOAL)))
-        rows.append(Row("invariance", f"{s.config} {s.label}", f"max|diff| {s.max_abs_diff:.1e}, uint8 values differing "
+        rows.append(Row("invariance", f"{s.config} {s.label}", f"max abs diff {s.max_abs_diff:.1e}, uint8 values differing "
                         f"{s.uint8_diff}, PNG {'identical' if s.png_identical else 'different'}",
                         f"<= {FLOAT_TOL:.1e}, PNG identical", "ok" if s.invariant else "FAIL"))
     return rows
@@ -96,7 +96,9 @@ def summary_rows(train: list[TrainRun], ddp: dict[str, Any], sample: list[Sample
 
 def table(rows: list[Row]) -> str:
     lines = ["| check | setting | result | goal | status |", "|---|---|---|---|---|"]
-    lines += [f"| {r.what} | {r.setting} | {r.result} | {r.goal} | {r.status} |" for r in rows]
+    cell = lambda text: str(text).replace("|", "/")  # noqa: E731  (a pipe would split the markdown cell)
+    lines += [f"| {cell(r.what)} | {cell(r.setting)} | {cell(r.result)} | {cell(r.goal)} | {cell(r.status)} |"
+              for r in rows]
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ class Sizes:
     train_batch: int
     train_steps: int  # steps per training run (each of 2 configs x variants x 2 loops)
     train_warmup: int  # untimed first steps (torch.compile compiles during the first one)
-    variants: tuple[tuple[bool, bool], ...]  # (channels_last, compile)
+    variants: dict[str, tuple[tuple[bool, bool], ...]]  # per config: (channels_last, compile) settings
     sample_batch: int
     sample_repeats: int  # timed (per-seed, batched) pairs; each side keeps its fastest
     invariance_batch: int
@@ -62,12 +62,17 @@ def _cases(smoke: bool) -> tuple[SamplerCase, ...]:
             SamplerCase("psld", "sps", {"nfe": 50}))
 
 
-def sizes(smoke: bool, steps: int | None = None, warmup: int | None = None) -> Sizes:
-    """The sizes of a mode (``steps``/``warmup`` override the training run length)."""
+GRID = ((False, False), (True, False), (False, True), (True, True))
+
+
+def sizes(smoke: bool, steps: int | None = None, warmup: int | None = None, full_grid: bool = False) -> Sizes:
+    """The sizes of a mode (``steps``/``warmup`` override the training run length; ``full_grid``: every config
+    runs the whole channels_last x compile grid)."""
     if smoke:
         base = Sizes(
             smoke=True, device="cpu", net_overrides=TINY_NET, train_batch=4, train_steps=5, train_warmup=2,
-            variants=((False, False), (True, False)),  # compile is skipped on CPU (needs a C++ toolchain, minutes)
+            # compile is skipped on the CPU (it needs a C++ toolchain and minutes)
+            variants={"vp": ((False, False), (True, False)), "psld": ((False, False), (True, False))},
             sample_batch=4, sample_repeats=1, invariance_batch=2, sampler_cases=_cases(True),
             ddp_images=8, ddp_batch=4, ddp_steps=4,
             ddp_eval={"samplers": [{"sampler": "edm_heun", "nfe": 3}], "n_samples": 4, "batch_size": 4,
@@ -76,17 +81,22 @@ def sizes(smoke: bool, steps: int | None = None, warmup: int | None = None) -> S
             ddp_workers=0)
     else:
         base = Sizes(
-            smoke=False, device="cuda", net_overrides=[], train_batch=128, train_steps=200, train_warmup=30,
-            variants=((False, False), (True, False), (False, True), (True, True)),
+            smoke=False, device="cuda", net_overrides=[], train_batch=128, train_steps=150, train_warmup=25,
+            # VP: the whole channels_last x compile grid; PSLD: both off and both on. Each compiled setting costs
+            # a cold torch.compile of the U-Net (about a minute or more; the second loop hits Inductor's cache),
+            # which is what keeps the full run near 8 minutes; --full-grid runs PSLD's whole grid as well
+            variants={"vp": GRID, "psld": ((False, False), (True, True))},
             sample_batch=512, sample_repeats=2, invariance_batch=64, sampler_cases=_cases(False),
             ddp_images=512, ddp_batch=128, ddp_steps=20,  # 20 batches per epoch: the split at 10 is mid-epoch
             ddp_eval={"samplers": [{"sampler": "edm_heun", "nfe": 9}], "n_samples": 256, "batch_size": 128,
                       "every_n_steps": 10, "metrics": ["raw_kid"], "ref_samples": 512, "progress": False},
             ddp_final_samples=["final_samples.n=64", "final_samples.nfe=9", "final_samples.sampler=edm_heun"],
             ddp_workers=4)
-    if steps is not None or warmup is not None:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if steps is not None or warmup is not None:
         base = replace(base, train_steps=steps if steps is not None else base.train_steps,
                        train_warmup=warmup if warmup is not None else base.train_warmup)
+    if full_grid and not smoke:
+        base = replace(base, variants={name: GRID for name in base.variants})
     return base

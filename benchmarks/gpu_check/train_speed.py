@@ -200,7 +200,7 @@ def train_section(cfgs: dict[str, dict[str, Any]], shape: tuple[int, ...], sz: S
     runs: list[TrainRun] = []
     weights: dict[str, dict[str, Tensor]] = {}
     for name, cfg in cfgs.items():
-        for channels_last, compiled in sz.variants:
+        for channels_last, compiled in sz.variants[name]:
             for fn in (lightning_run, bare_run):
                 run, module = fn(cfg, shape, sz, channels_last, compiled)
                 runs.append(run)
