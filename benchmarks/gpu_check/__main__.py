@@ -113,8 +113,9 @@ def run(args: argparse.Namespace, argv: list[str], log: Any = print) -> int:
             "train_note": f"{sz.train_steps} steps per run, the first {sz.train_warmup} untimed, batch {sz.train_batch}, "
                           f"synthetic CIFAR-shaped data, configs cifar10_vp / cifar10_psld"
                           f"{' with ' + ' '.join(sz.net_overrides) if sz.net_overrides else ''}.",
-            "sample_note": f"batch {sz.sample_batch} (seeds 0..{sz.sample_batch - 1}), invariance against batches of "
-                           f"{sz.invariance_batch}; float32 network; weights of the eager bare training run."}
+            "sample_note": f"batch {sz.sample_batch} (seeds 0..{sz.sample_batch - 1}); invariance: seeds "
+                           f"0..{sz.invariance_n - 1} again in batches of {sz.invariance_batch}; float32 network; "
+                           f"weights of the eager bare training run; {sz.sample_repeats} timed pair(s) per sampler."}
     text = report.markdown(rows, train, sample, info)
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="fastdiff-gpu-smoke-")) / "gpu_smoke.md"
                                            if sz.smoke else RESULTS)
@@ -122,7 +123,9 @@ def run(args: argparse.Namespace, argv: list[str], log: Any = print) -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)  # never a half-written report
-    log("\n" + report.table(rows) + f"\n\nreport: {out}  ({info['wall']:.0f} s)")
+    v = info["versions"]
+    log(f"\n{v['device']}: torch {v['torch']}, CUDA {v['cuda']}, driver {v['driver']}, Lightning {v['lightning']}\n\n"
+        + report.table(rows) + f"\n\nreport: {out}  ({info['wall']:.0f} s)")
     failed = [f"{r.what} {r.setting}" for r in rows if r.status == "FAIL"]
     if failed:
         print(f"gpu_check: {len(failed)} check(s) failed: {'; '.join(failed)}", file=sys.stderr)

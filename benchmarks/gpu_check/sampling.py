@@ -5,7 +5,7 @@ generator per sample: one small draw per sample and call) and once with :class:`
 one draw per call); cost = (t_per_seed - t_batched) / t_per_seed. The runs alternate (per-seed, batched, per-seed,
 batched, ...: ``sample_repeats`` pairs) and each side keeps its fastest, so a one-off stall does not land on one side.
 
-Batch-size invariance: seeds 0..B-1 drawn as one batch of B and as B / b batches of b. Per-seed noise makes the
+Batch-size invariance: seeds 0..n-1 drawn inside the batch of B (seeds 0..B-1) and again in batches of b. Per-seed noise makes the
 two mathematically identical; the check allows float differences up to 1% of one uint8 step (2/255 in [-1, 1]
 units), and reports separately whether the uint8 images (hence their lossless PNGs) are identical.
 """
@@ -114,11 +114,11 @@ def sample_case(model: Any, data_shape: tuple[int, ...], case: SamplerCase, sz: 
         t_seed = min(t_seed, _timed(per_seed, device)[1])
         t_batch = min(t_batch, _timed(batched, device)[1])
     chunks = []
-    for lo in range(0, sz.sample_batch, sz.invariance_batch):
-        part = seeds[lo:lo + sz.invariance_batch]
+    for lo in range(0, sz.invariance_n, sz.invariance_batch):
+        part = seeds[lo:min(lo + sz.invariance_batch, sz.invariance_n)]
         chunks.append(sampler.sample(model, process, (len(part), *shape[1:]), seeds=part, device=device).x.cpu())
     small = torch.cat(chunks)
-    big = full.x.cpu()
+    big = full.x[:sz.invariance_n].cpu()
     a, b = to_uint8(big), to_uint8(small)
     return SampleRun(config=case.config, label=case.label, nfe=float(full.nfe), batch=sz.sample_batch,
                      samples_per_s=sz.sample_batch / t_seed, noise_cost=(t_seed - t_batch) / t_seed,

@@ -4,7 +4,7 @@ Both loops train the same ``DiffusionModule`` (same init, same Adam + warm-up, s
 seeds, gradient clipping, the EMA callback's update) on the same pre-made, pinned synthetic CIFAR-shaped batches,
 with bf16 autocast around the loss only (what Lightning's ``bf16-mixed`` does). images/s counts the steps after
 the warm-up (torch.compile compiles in the first step), synchronised at both ends; peak memory is
-``torch.cuda.max_memory_allocated`` over the run. Because both loops compute the same losses from the same inputs,
+``torch.cuda.max_memory_allocated`` over the run less what was allocated when it started. Because both loops compute the same losses from the same inputs,
 the step-0 loss of the two must agree: a check that the bare loop really is the same work.
 """
 from __future__ import annotations
@@ -84,15 +84,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_memory(device: torch.device) -> None:
+def _reset_memory(device: torch.device) -> int:
+    """Free what earlier runs left and restart the peak counter; returns the bytes still allocated (a baseline:
+    torch.compile's caches may keep an earlier run's module alive)."""
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    torch._dynamo.reset()  # fresh compile caches: no recompile limit across runs (Inductor's disk cache remains)
+    if device.type != "cuda":
+        return 0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
 
 
-def _peak_mib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+def _peak_mib(device: torch.device, base: int) -> float:
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else float("nan")
 
 
 def lightning_run(cfg: dict[str, Any], shape: tuple[int, ...], sz: Sizes, channels_last: bool,
@@ -105,7 +110,7 @@ def lightning_run(cfg: dict[str, Any], shape: tuple[int, ...], sz: Sizes, channe
     from fastdiff.lightning.callbacks.ema import EMA
 
     device = torch.device(sz.device)
-    _reset_memory(device)
+    base = _reset_memory(device)
     module = build_module(cfg, shape, channels_last, compiled)
     data = CyclicBatches(synthetic_batches(shape, sz.train_batch, channels_last, device.type == "cuda"),
                          sz.train_steps)
@@ -140,7 +145,7 @@ def lightning_run(cfg: dict[str, Any], shape: tuple[int, ...], sz: Sizes, channe
         trainer.fit(module, train_dataloaders=loader)
     timed = sz.train_steps - sz.train_warmup
     run = TrainRun(cfg["process"]["name"], channels_last, compiled, "lightning",
-                   timed * sz.train_batch / (clock.t1 - clock.t0), _peak_mib(device), float(clock.first),
+                   timed * sz.train_batch / (clock.t1 - clock.t0), _peak_mib(device, base), float(clock.first),
                    time.perf_counter() - start)
     return run, module
 
@@ -153,7 +158,7 @@ def bare_run(cfg: dict[str, Any], shape: tuple[int, ...], sz: Sizes, channels_la
     from fastdiff.losses import diffusion_loss
 
     device = torch.device(sz.device)
-    _reset_memory(device)
+    base = _reset_memory(device)
     module = build_module(cfg, shape, channels_last, compiled).to(device).train()
     opt_cfg = module.configure_optimizers()
     opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
@@ -189,7 +194,7 @@ def bare_run(cfg: dict[str, Any], shape: tuple[int, ...], sz: Sizes, channels_la
     t1 = time.perf_counter()
     timed = sz.train_steps - sz.train_warmup
     run = TrainRun(cfg["process"]["name"], channels_last, compiled, "bare", timed * sz.train_batch / (t1 - t0),
-                   _peak_mib(device), float(first), time.perf_counter() - start)
+                   _peak_mib(device, base), float(first), time.perf_counter() - start)
     return run, module
 
 
