@@ -32,7 +32,8 @@ def _rows(md: str) -> list[list[str]]:
 def test_smoke_run_passes_every_check_and_leaves_the_committed_results_alone(tmp_path):
     before = _results_state()
     out = tmp_path / "gpu.md"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--smoke", "--out", str(out)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,7 +45,8 @@ def test_smoke_run_passes_every_check_and_leaves_the_committed_results_alone(tmp
     for r in rows:
         by_what.setdefault(r[0], []).append(r)
     # every config x variant (eager, channels_last) ran both loops, and the loops did the same work
-    assert sorted(r[1] for r in by_what["train"]) == ["psld channels_last", "psld eager", "vp channels_last", "vp eager"]
+    assert sorted(r[1] for r in by_what["train"]) == ["psld channels_last", "psld eager", "vp channels_last",
+                                                      "vp eager"]
     assert [r[4] for r in by_what["same work"]] == ["ok"] * 4
     # ddp devices=1 through the CLI on gloo: all runs exit 0, resume exact, callback metric logged, grid written
     ddp = by_what["ddp"]
@@ -68,7 +70,8 @@ def test_full_run_without_cuda_fails_with_one_line(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--smoke", "--steps", "3", "--warmup", "3"], "error: --steps 3 and --warmup 3: need warmup >= 1 and steps > warmup"),
+    (["--smoke", "--steps", "3", "--warmup", "3"],
+     "error: --steps 3 and --warmup 3: need warmup >= 1 and steps > warmup"),
     (["--smoke", "--out", "x.txt"], "error: --out x.txt: the report is markdown"),
     (["--smoke", "--out", str(RESULTS)], "the smoke run must not overwrite the committed results"),
     (["--bogus"], "error: unrecognized arguments: --bogus"),
@@ -101,7 +104,8 @@ def test_batched_noise_matches_the_per_seed_interface():
     assert noise.rand((5,), idx=torch.tensor([0, 4])).shape == (2, 5)
     assert noise.randn((4,), dtype=torch.float64).dtype == torch.float64
     # a fresh source with the same base seed repeats its draws (one generator, deterministic)
-    assert torch.equal(BatchedNoise(range(6), base_seed=1).randn((2, 3)), BatchedNoise(range(6), base_seed=1).randn((2, 3)))
+    first, again = BatchedNoise(range(6), base_seed=1), BatchedNoise(range(6), base_seed=1)
+    assert torch.equal(first.randn((2, 3)), again.randn((2, 3)))
 
 
 def test_uint8_and_png_see_a_half_step_but_not_a_tiny_difference():

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace, argv: list[str], log: Any = print) -> int:
     notes.append("Wall time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.items()) + ".")
     info = {"smoke": sz.smoke, "command": "python -m benchmarks.gpu_check " + " ".join(argv),
             "wall": time.perf_counter() - start, "versions": report.versions(), "notes": notes,
-            "train_note": f"{sz.train_steps} steps per run, the first {sz.train_warmup} untimed, batch {sz.train_batch}, "
+            "train_note": f"{sz.train_steps} steps per run, the first {sz.train_warmup} untimed, "
+                          f"batch {sz.train_batch}, "
                           f"synthetic CIFAR-shaped data, configs cifar10_vp / cifar10_psld"
                           f"{' with ' + ' '.join(sz.net_overrides) if sz.net_overrides else ''}.",
             "sample_note": f"batch {sz.sample_batch} (seeds 0..{sz.sample_batch - 1}); invariance: seeds "

@@ -66,7 +66,8 @@ def summary_rows(train: list[TrainRun], ddp: dict[str, Any], sample: list[Sample
         b = bare[(r.config, r.variant)]
         ratio = b.images_per_s / r.images_per_s  # time per image, Lightning over bare
         rows.append(Row("train", f"{r.config} {r.variant}", f"Lightning {r.images_per_s:.0f} img/s, bare "
-                        f"{b.images_per_s:.0f} img/s, ratio {ratio:.3f}, peak {_mib(r.peak_mib)}/{_mib(b.peak_mib)} MiB",
+                        f"{b.images_per_s:.0f} img/s, ratio {ratio:.3f}, "
+                        f"peak {_mib(r.peak_mib)}/{_mib(b.peak_mib)} MiB",
                         f"ratio <= {RATIO_GOAL}", goal(ratio <= RATIO_GOAL)))
         rel = abs(r.first_loss - b.first_loss) / max(abs(b.first_loss), 1e-30)
         rows.append(Row("same work", f"{r.config} {r.variant}", f"step-0 loss {r.first_loss:.6f} vs "
@@ -75,8 +76,9 @@ def summary_rows(train: list[TrainRun], ddp: dict[str, Any], sample: list[Sample
         rows.append(Row("ddp", f"devices=1, backend {ddp['backend']}",
                         f"3 CLI runs exit {ddp.get('exit_codes')}, step {ddp.get('global_step')}",
                         "all exit 0", "ok" if ddp["ran"] else "FAIL"))
+        differs = ", ".join(ddp.get("diffs", [])[:4]) or ddp.get("error", "?")
         rows.append(Row("ddp", "exact resume (last.ckpt, straight vs split)",
-                        "identical" if ddp["exact"] else f"differs: {', '.join(ddp.get('diffs', [])[:4]) or ddp.get('error', '?')}",
+                        "identical" if ddp["exact"] else f"differs: {differs}",
                         "bit for bit", "ok" if ddp["exact"] else "FAIL"))
         vals = "; ".join(f"{k} = {', '.join(f'{x:.4g}' for x in v)}" for k, v in ddp.get("eval_values", {}).items())
         rows.append(Row("ddp", "sampling callback", vals or "no metric logged", "finite, every evaluation",
@@ -88,8 +90,9 @@ def summary_rows(train: list[TrainRun], ddp: dict[str, Any], sample: list[Sample
                         f"{s.samples_per_s:.1f} samples/s at NFE {s.nfe:g}", "", ""))
         rows.append(Row("noise", f"{s.config} {s.label}", f"per-seed noise {100 * s.noise_cost:.1f}% of sampling time",
                         f"<= {100 * NOISE_GOAL:.0f}%", goal(s.noise_cost <= NOISE_GOAL)))
-        rows.append(Row("invariance", f"{s.config} {s.label}", f"max abs diff {s.max_abs_diff:.1e}, uint8 values differing "
-                        f"{s.uint8_diff}, PNG {'identical' if s.png_identical else 'different'}",
+        rows.append(Row("invariance", f"{s.config} {s.label}",
+                        f"max abs diff {s.max_abs_diff:.1e}, uint8 values differing {s.uint8_diff}, "
+                        f"PNG {'identical' if s.png_identical else 'different'}",
                         f"<= {FLOAT_TOL:.1e}, PNG identical", "ok" if s.invariant else "FAIL"))
     return rows
 

@@ -2,11 +2,12 @@
 
 Per-seed noise cost: the same sampler, seeds and weights run once with fastdiff's per-seed ``NoiseSource`` (one
 generator per sample: one small draw per sample and call) and once with :class:`BatchedNoise` (one generator,
-one draw per call); cost = (t_per_seed - t_batched) / t_per_seed. The runs alternate (per-seed, batched, per-seed,
-batched, ...: ``sample_repeats`` pairs) and each side keeps its fastest, so a one-off stall does not land on one side.
+one draw per call); cost = (t_per_seed - t_batched) / t_per_seed. The runs alternate (per-seed, batched,
+per-seed, batched, ...: ``sample_repeats`` pairs) and each side keeps its fastest, so a one-off stall does not
+land on one side.
 
-Batch-size invariance: seeds 0..n-1 drawn inside the batch of B (seeds 0..B-1) and again in batches of b. Per-seed noise makes the
-two mathematically identical; the check allows float differences up to 1% of one uint8 step (2/255 in [-1, 1]
+Batch-size invariance: seeds 0..n-1 drawn inside the batch of B (seeds 0..B-1) and again in batches of b.
+Per-seed noise makes the two mathematically identical; the check allows float differences up to 1% of one uint8 step (2/255 in [-1, 1]
 units), and reports separately whether the uint8 images (hence their lossless PNGs) are identical.
 """
 from __future__ import annotations

@@ -59,7 +59,8 @@ def _cases(smoke: bool) -> tuple[SamplerCase, ...]:
     # budgets people run on CIFAR-10: EDM's 35-NFE Heun, DPM-Solver++ at 20, Restart's vp_43 preset, GGF at the
     # loose end of its paper's tolerances (capped: a barely trained net may need many steps), SPS at 50
     return (SamplerCase("vp", "edm_heun", {"nfe": 35}), SamplerCase("vp", "dpmpp_2m", {"nfe": 20}),
-            SamplerCase("vp", "restart", {"preset": "vp_43"}), SamplerCase("vp", "ggf", {"eps_rel": 0.1, "max_nfe": 400}),
+            SamplerCase("vp", "restart", {"preset": "vp_43"}),
+            SamplerCase("vp", "ggf", {"eps_rel": 0.1, "max_nfe": 400}),
             SamplerCase("psld", "sps", {"nfe": 50}))
 
 

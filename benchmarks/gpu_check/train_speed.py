@@ -4,8 +4,9 @@ Both loops train the same ``DiffusionModule`` (same init, same Adam + warm-up, s
 seeds, gradient clipping, the EMA callback's update) on the same pre-made, pinned synthetic CIFAR-shaped batches,
 with bf16 autocast around the loss only (what Lightning's ``bf16-mixed`` does). images/s counts the steps after
 the warm-up (torch.compile compiles in the first step), synchronised at both ends; peak memory is
-``torch.cuda.max_memory_allocated`` over the run less what was allocated when it started. Because both loops compute the same losses from the same inputs,
-the step-0 loss of the two must agree: a check that the bare loop really is the same work.
+``torch.cuda.max_memory_allocated`` over the run less what was allocated when it started. Because both loops
+compute the same losses from the same inputs, the step-0 loss of the two must agree: a check that the bare loop
+really is the same work.
 """
 from __future__ import annotations
 
