@@ -29,7 +29,7 @@ class UsageError(ValueError):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[2])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=" ".join(__doc__.split("\n\n")[1].split()))
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run of every path that does not need CUDA")
     ap.add_argument("--out", default=None, help=f"markdown report (default: {RESULTS.relative_to(RESULTS.parents[2])}; "
                                                 "--smoke: a temporary file)")
