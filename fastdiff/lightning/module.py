@@ -77,6 +77,15 @@ class DiffusionModule(LightningModule):
         self.optim_cfg: OptimConfig = parse_dataclass("optim", cfg.get("optim") or {}, OptimConfig)
         self.seed = int(cfg.get("seed", 0) or 0)
 
+    @property
+    def P_mean(self) -> float:
+        """EDM noise-level mean (from the typed ``model`` section)."""
+        return self.model_cfg.P_mean
+
+    @property
+    def P_std(self) -> float:
+        return self.model_cfg.P_std
+
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         """Score s(z, t)."""
         return self.model(z, t)
@@ -106,8 +115,8 @@ class DiffusionModule(LightningModule):
         micro = batch_idx % max(int(self.trainer.accumulate_grad_batches), 1)  # distinct noise per micro-batch
         # dropout draws from the global RNG (CPU and CUDA), which a checkpoint does not hold: seed it by step too
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank, GLOBAL_STREAM + micro))
-        loss = diffusion_loss(self.model, x0, self._generator(self.global_step, micro), P_mean=self.model_cfg.P_mean,
-                              P_std=self.model_cfg.P_std)
+        loss = diffusion_loss(self.model, x0, self._generator(self.global_step, micro), P_mean=self.P_mean,
+                              P_std=self.P_std)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -116,8 +125,8 @@ class DiffusionModule(LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Loss with fixed noise per batch index (comparable across evaluations), raw weights."""
         x0 = self._data(batch)
-        loss = diffusion_loss(self.model, x0, self._generator(batch_idx, VAL_STREAM), P_mean=self.model_cfg.P_mean,
-                              P_std=self.model_cfg.P_std)
+        loss = diffusion_loss(self.model, x0, self._generator(batch_idx, VAL_STREAM), P_mean=self.P_mean,
+                              P_std=self.P_std)
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
         return loss
 
