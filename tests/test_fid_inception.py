@@ -306,3 +306,29 @@ def test_sample_fid_request_uses_the_stats_files_weights(extractor: InceptionFea
     # root is not Lipschitz at zero eigenvalues: a perturbation d shows up as ~sqrt(d) per null direction. Observed
     # 3e-9 relative; 1e-6 bounds that, while other weights or a lost batch change the value at O(1) relative.
     assert got["value"] == pytest.approx(float(want), rel=1e-6)
+
+
+@needs_weights
+def test_cli_reads_png_folders_npz_arrays_and_shards_alike(extractor: InceptionFeatures, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """The same images as PNGs, as an .npz float array in [-1, 1] and as sample shards give the same uint8 bytes,
+    batches and features, hence the same FID against one statistics file. (The CLI reuses the module's extractor
+    here to save three weight loads; the slow digits test runs the CLI's own loading.)"""
+    import fastdiff.metrics.features as feats_mod
+
+    assert InceptionFeatures(weights_path=str(HELPER)).extractor_id == extractor.extractor_id  # the hash decides
+    monkeypatch.setattr(feats_mod, "InceptionFeatures", lambda **kw: extractor)
+    g = torch.Generator().manual_seed(2)
+    u8 = torch.randint(0, 256, (3, 3, 8, 8), generator=g, dtype=torch.uint8)
+    data = u8.float() / 127.5 - 1
+    write_pngs(u8.permute(0, 2, 3, 1).numpy(), tmp_path / "png")
+    np.savez(tmp_path / "arr.npz", x=data.numpy())
+    (tmp_path / "shards").mkdir()
+    np.savez(tmp_path / "shards" / "shard_000000-000002.npz", x=data.numpy(), seeds=np.arange(3))
+    ref = stats_file(tmp_path / "ref.npz", torch.rand(6, 2048, generator=g, dtype=torch.float64),
+                     extractor.extractor_id)
+    values = []
+    for arg in ("png", "arr.npz", "shards"):
+        assert fid_main([str(tmp_path / arg), str(ref)]) == 0
+        values.append(float(capsys.readouterr().out.split()[1]))
+    assert values[1] == values[0] and values[2] == values[0] and values[0] > 0
