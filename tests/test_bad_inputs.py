@@ -404,13 +404,33 @@ def test_stats_bad_input(argv, fragment, tmp_path, capsys):
     assert _snapshot(tmp_path) == before
 
 
-def test_fid_command_bad_input(tmp_path, capsys):
-    """Hook for ``python -m fastdiff.cli.fid A B`` (issue 16): missing inputs are one line, exit 2, nothing written."""
+FID_CASES = [
+    ("a_missing", ["{tmp}/none", "{tmp}/broken"], "{tmp}/none"),
+    ("b_missing", ["{tmp}/broken", "{tmp}/none.npz"], "{tmp}/none.npz"),
+    ("folder_without_images", ["{tmp}/txt", "{tmp}/broken"], "{tmp}/txt holds no images"),
+    ("empty_folder", ["{tmp}/empty", "{tmp}/broken"], "{tmp}/empty holds no images"),
+    ("corrupt_npz", ["{tmp}/shards/shard_000000-000003.npz", "{tmp}/broken"], "is not a readable .npz"),
+    ("plain_file", ["{tmp}/file", "{tmp}/broken"], "{tmp}/file"),
+    ("batch_size_zero", ["{tmp}/broken", "{tmp}/broken", "--batch-size", "0"], "--batch-size must be a positive"),
+    ("unknown_flag", ["{tmp}/broken", "{tmp}/broken", "--bogus"], "unrecognized arguments: --bogus"),
+    ("weights_choice", ["{tmp}/broken", "{tmp}/broken", "--weights", "mine"], "argument --weights: invalid choice"),
+    ("one_input", ["{tmp}/broken"], "the following arguments are required: b"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", [c[1:] for c in FID_CASES], ids=[c[0] for c in FID_CASES])
+def test_fid_bad_input(argv, fragment, tmp_path, capsys):
+    """``python -m fastdiff.cli.fid A B``: bad inputs are found before the network is built, one line, exit 2."""
     fid = pytest.importorskip("fastdiff.cli.fid")
+    _prepare(tmp_path)
     before = _snapshot(tmp_path)
-    assert fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 2
+    try:
+        code = fid.main(_fill(argv, tmp_path, {}))
+    except SystemExit as exit_:  # its argparse errors print one line and exit(2) directly
+        code = exit_.code
+    assert code == 2
     lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "a.npz" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and _sub(fragment, tmp_path, {}) in lines[0], lines
     assert _snapshot(tmp_path) == before
 
 
