@@ -14,7 +14,8 @@ from torch import Tensor
 from fastdiff.cli import run_cli, split_cli_args
 from fastdiff.config import ConfigError, config_to_yaml, load_config
 
-USAGE = "usage: python train.py [--config FILE] [key=value ...]   (e.g. optim.lr=1e-3 trainer.max_steps=500)"
+USAGE = ("usage: python train.py [--config FILE] [--debug] [key=value ...]   (e.g. optim.lr=1e-3 trainer.max_steps=500); "
+         "bad input: one error line, exit 2 (FASTDIFF_DEBUG=1 or --debug shows the traceback)")
 
 
 @dataclass
