@@ -34,7 +34,7 @@ def save_samples_png(x: Tensor, path: str | os.PathLike[str], title: str = "") -
     if x.ndim == 4:
         from PIL import Image
 
-        from fastdiff.lightning.callbacks.sampling import image_grid
+        from fastdiff.utils.images import image_grid
 
         upscale = max(1, 64 // max(x.shape[-2:]))  # make tiny images (8x8 digits) visible
         Image.fromarray(image_grid(x, upscale=upscale, pad=max(2, upscale)).numpy()).save(path)

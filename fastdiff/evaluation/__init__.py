@@ -1,0 +1,5 @@
+"""Lightning-free evaluation: samplers x budgets x metrics over a score model and a seed set."""
+from fastdiff.evaluation.evaluator import Evaluator, RunResult
+from fastdiff.evaluation.runs import SAMPLER_KEYS, EvalRun, build_runs
+
+__all__ = ["Evaluator", "RunResult", "EvalRun", "build_runs", "SAMPLER_KEYS"]
