@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from fastdiff.cli.train import main
+from fastdiff.cli.train import main, run_name
 from fastdiff.config import load_config
 
 TINY = ["data.name=toy2d", "data.n=2000", "data.batch_size=64", "net.name=mlp", "net.hidden=32", "net.depth=1",
@@ -52,7 +52,7 @@ def test_train_end_to_end_and_resume(tmp_path, capsys):
     assert model(torch.zeros(3, 2), torch.full((3,), 0.5)).shape == (3, 2)
 
     # TensorBoard got the training loss at every step 0..29
-    events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    events = glob.glob(os.path.join(out, run_name(out), "events.out.tfevents.*"))
     assert len(events) == 1
     assert _scalar_steps(events[0], "train/loss") == list(range(30))
     assert _scalar_steps(events[0], "val/sliced_w/euler_maruyama/nfe4") == [20]  # the evaluation callback ran
@@ -68,7 +68,7 @@ def test_train_end_to_end_and_resume(tmp_path, capsys):
     last = torch.load(os.path.join(out, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True)
     assert last["global_step"] == 40 and last["callbacks"]["EMA"]["num_updates"] == 40
     assert os.path.isfile(os.path.join(out, "checkpoints", "step=40.ckpt"))
-    new_events = sorted(set(glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))) - set(events))
+    new_events = sorted(set(glob.glob(os.path.join(out, run_name(out), "events.out.tfevents.*"))) - set(events))
     assert len(new_events) == 1
     assert _scalar_steps(new_events[0], "train/loss") == list(range(30, 40))
 

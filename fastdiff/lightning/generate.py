@@ -53,6 +53,11 @@ class GenerateModule(LightningModule):
         return DataLoader(SeedBatches(batches, finished), batch_size=None, shuffle=False, num_workers=0,
                           collate_fn=_collate)
 
+    def rank_seed_count(self) -> int:
+        """Seeds in this rank's batches (finished ones included): the progress bar's total."""
+        return sum(len(b) for b in rank_batches(self.seeds, self.batch_size, self.trainer.world_size,
+                                                self.trainer.global_rank))
+
     def _draw(self, seeds: list[int]) -> tuple[Tensor, Tensor]:
         shape = (len(seeds), *self.store.data_shape)
         out = self.sampler.sample(self.model, self.model.process, shape, seeds=seeds, device=self.device)
