@@ -109,15 +109,21 @@ def run(seconds: float) -> dict[str, Any]:
     return out
 
 
-def markdown(r: dict[str, Any]) -> str:
-    rows = [f"| {phase.replace('_', ' ')} | {r[phase]['steps_per_s']:.2f} | {r[phase]['threads']} |"
+def markdown(r: dict[str, Any], note: str = "") -> str:
+    """A BENCHMARKS.md section (benchmarks/results/contention.md)."""
+    rows = [f"| {phase.replace('_', ' ')} | {r[phase]['steps_per_s']:.2f} | {r[phase]['steps']} | "
+            f"{', '.join(map(str, r[phase]['threads']))} |"
             for phase in ("policy_quiet", "default_quiet", "policy_busy", "default_busy")]
     return "\n".join([
-        f"Default job training step, {r['cores']} cores, {r['seconds_per_phase']:.0f} s per phase "
-        f"(`python benchmarks/contention.py`), torch {r['torch']}:", "",
-        "| phase | steps/s | threads used |", "|---|---|---|", *rows, "",
-        f"busy/quiet: policy {r['policy_ratio']:.2f}x (target >= 0.35x; policy busy vs best quiet "
-        f"{r['policy_busy_vs_best_quiet']:.2f}x), torch default {r['default_ratio']:.2f}x.", ""])
+        "## CPU contention: the default job beside one busy process (issue 15)", "",
+        f"`python benchmarks/contention.py --seconds {r['seconds_per_phase']:g}`: the default job's training step "
+        f"(digits, VP, UNet, batch 128), {r['cores']} cores, torch {r['torch']}, {r['seconds_per_phase']:g} s per "
+        "phase; busy = one extra process spinning on a core. Policy = fastdiff's thread choice (free cores, "
+        "re-measured every 2 s while training); default = torch's one thread per core.", "",
+        "| phase | steps/s | steps | threads used |", "|---|---|---|---|", *rows, "",
+        f"Busy/quiet: policy **{r['policy_ratio']:.2f}x** (issue 15 asks >= 0.35x; policy busy vs the best quiet "
+        f"speed {r['policy_busy_vs_best_quiet']:.2f}x), torch default {r['default_ratio']:.2f}x.", "",
+        *([note, ""] if note else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="wall time per phase")
     ap.add_argument("--md", default=None, help="also write the table as markdown")
     ap.add_argument("--json", default=None, help="also write the raw results as JSON")
+    ap.add_argument("--note", default="", help="a sentence added under the table (e.g. the machine's state)")
     args = ap.parse_args(argv)
     if args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
         return 2
     result = run(args.seconds)
-    text = markdown(result)
+    text = markdown(result, args.note)
     print(text)
     if args.md:
         Path(args.md).write_text(text)

@@ -38,7 +38,7 @@ def pinned_threads() -> int | None:
 
 @dataclass
 class CpuSample:
-    """One reading: system-wide busy and total jiffies of /proc/stat's ``cpu`` line, own CPU seconds, wall time."""
+    """One reading: busy and total jiffies summed over the CPUs we may run on, own CPU seconds, wall time."""
 
     busy: int
     total: int
@@ -47,24 +47,42 @@ class CpuSample:
     n_cpus: int
 
 
+def _allowed_cpus() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def read_cpu() -> CpuSample | None:
-    """A reading of /proc/stat and this process's CPU time; None where /proc/stat is missing (not Linux)."""
+    """A reading of /proc/stat over the CPUs of our affinity mask (load on other CPUs does not slow us) and this
+    process's CPU time; None where /proc/stat is missing (not Linux)."""
     try:
         with open("/proc/stat") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
-    fields = [int(v) for v in lines[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
-    n_cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    allowed = _allowed_cpus()
+    busy = total = n = 0
+    for line in lines:
+        name, *values = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        if allowed is not None and int(name[3:]) not in allowed:
+            continue
+        fields = [int(v) for v in values]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        all_ = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+        busy, total, n = busy + all_ - idle, total + all_, n + 1
+    if n == 0:
+        return None
     t = os.times()
-    return CpuSample(busy=total - idle, total=total, own=t.user + t.system, wall=time.monotonic(),
-                     n_cpus=max(1, n_cpus))
+    return CpuSample(busy=busy, total=total, own=t.user + t.system, wall=time.monotonic(), n_cpus=n)
 
 
 def free_cores(before: CpuSample, after: CpuSample, cores: int) -> float:
-    """Cores of ours not used by other processes between two readings (busy share x CPUs, minus our own CPU)."""
+    """Cores of ours not used by other processes between two readings (busy share x CPUs, minus our own CPU;
+    our threads run only on these CPUs, so all our CPU time is inside the reading)."""
     jiffies = after.total - before.total
     wall = after.wall - before.wall
     if jiffies <= 0 or wall <= 0:
