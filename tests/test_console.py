@@ -31,15 +31,21 @@ def _lines(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"[\r\n]+", text) if s.strip()]
 
 
-def test_quiet_step_bar_evaluation_lines_and_finished_rerun(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    """A real process (pytest would swallow warnings in-process): nothing but the bar, the evaluation lines and
-    the result line; the warnings in NOISE are printed by this Lightning/torch when not filtered."""
-    out = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """The tiny job run as a real process (pytest would swallow warnings in-process): (out_dir, stdout, stderr)."""
+    out = str(tmp_path_factory.mktemp("job") / "run")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run([sys.executable, "train.py", *TINY, f"out_dir={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    o, e = proc.stdout, proc.stderr
+    return out, proc.stdout, proc.stderr
+
+
+def test_quiet_output_one_step_bar_and_evaluation_lines(tiny_job: tuple[str, str, str]) -> None:
+    """Nothing but the bar, the evaluation lines and the result line; every NOISE item is printed by this
+    Lightning/torch when the filters are off (checked by hand with FASTDIFF_VERBOSE=1)."""
+    out, o, e = tiny_job
     for noise in NOISE:
         assert noise not in o + e, noise
     bars = [s for s in _lines(e) if s.startswith("train:")]
@@ -49,15 +55,33 @@ def test_quiet_step_bar_evaluation_lines_and_finished_rerun(tmp_path: Path, capf
     assert [int(s.split()[3].rstrip(":")) for s in evals] == [10, 20]
     assert evals[0].startswith("val @ step 10: 1 runs x 8 samples in ") and "sliced_w best euler_maruyama/nfe3" in \
         evals[0]
-    assert _lines(o)[-1].startswith("done: steps=20 final_loss=") and "nan" not in _lines(o)[-1]
+    assert _lines(o) == [s for s in _lines(o) if s.startswith("done: ")] and "nan" not in o
+    assert _lines(o)[-1].startswith("done: steps=20 final_loss=")
+    assert os.path.isdir(os.path.join(out, "run"))  # the TensorBoard run is named after out_dir
 
-    # a rerun of the finished job says so, runs nothing, and prints no final_loss
+
+def test_rerun_of_a_finished_job_says_so(tiny_job: tuple[str, str, str], capfd: pytest.CaptureFixture) -> None:
+    out = tiny_job[0]
     before = sorted(os.listdir(os.path.join(out, "checkpoints")))
     assert main(TINY + [f"out_dir={out}", "trainer.ckpt_path=last"]) == 0
     o, e = capfd.readouterr()
     assert _lines(o) == [f"finished: {out} already holds step 20 (trainer.max_steps=20); nothing to do. Raise "
                          f"trainer.max_steps to train on ({os.path.join(out, 'checkpoints', 'last.ckpt')})."]
     assert "train:" not in e and sorted(os.listdir(os.path.join(out, "checkpoints"))) == before
+
+
+def test_sample_cli_shows_one_bar_over_the_samples(tiny_job: tuple[str, str, str], tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture) -> None:
+    from fastdiff.cli.sample import main as sample_main
+
+    ckpt = os.path.join(tiny_job[0], "checkpoints", "last.ckpt")
+    assert sample_main([f"ckpt={ckpt}", "sampler=euler_maruyama", "nfe=3", "seeds=0-24", "batch=10",
+                        f"out={tmp_path / 's'}"]) == 0
+    o, e = capfd.readouterr()
+    bars = [s for s in _lines(e) if s.startswith("sample:") and "/25 " in s]
+    assert bars and bars[-1].startswith("sample: 100%") and "25/25 [" in bars[-1], _lines(e)[-5:]
+    assert not any("Predicting" in s or "GPU available" in s for s in _lines(o + e))
+    assert _lines(o)[-1].startswith("sample: 25 samples (25 generated, 0 already there)")
 
 
 def test_verbose_shows_lightning_output(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:

@@ -26,7 +26,6 @@ def _scalar_steps(event_file: str, tag: str) -> list[int]:
 
 
 def test_train_end_to_end_and_resume(tmp_path, capsys):
-    torch.set_num_threads(1)
     out = str(tmp_path / "run")
     args = TINY + [EVAL, f"out_dir={out}"]
     assert main(args) == 0
@@ -153,7 +152,6 @@ def test_cli_resume_mid_epoch_is_exact(tmp_path, capsys):
     (weights and EMA). Epochs have 8 batches: step 10 is batch 2 of epoch 1 (a checkpoint written after fit
     stopped), step 5 batch 5 of epoch 0 (written by ModelCheckpoint during the epoch); the resumed epochs continue
     the same shuffled order, and dropout and noise are seeded by the step."""
-    torch.set_num_threads(1)
     straight, split, periodic = (str(tmp_path / name) for name in ("straight", "split", "periodic"))
     assert main(RESUME + ["trainer.max_steps=20", f"out_dir={straight}"]) == 0
     assert main(RESUME + ["trainer.max_steps=10", f"out_dir={split}"]) == 0

@@ -34,3 +34,17 @@ def configure_output(verbose: bool) -> None:
     if not verbose:
         for pattern in HARMLESS_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
+
+
+def start_job(verbose: bool) -> int:
+    """After the inputs are checked, before the work: the CPU thread policy and the output level; returns the
+    intra-op thread count (printed with --verbose)."""
+    import sys
+
+    from fastdiff.utils.threads import apply_thread_policy
+
+    threads = apply_thread_policy()
+    configure_output(verbose)
+    if verbose:
+        print(f"torch intra-op threads: {threads} (free cores; pin with FASTDIFF_THREADS=N)", file=sys.stderr)
+    return threads

@@ -297,16 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    from fastdiff.cli.console import pop_verbose
+    from fastdiff.cli.console import pop_verbose, start_job
 
     verbose, argv = pop_verbose(argv)
     try:
         p = plan(parse_args(argv))
-        from fastdiff.cli.console import configure_output
-        from fastdiff.utils.threads import apply_thread_policy
-
-        apply_thread_policy()
-        configure_output(verbose)
+        start_job(verbose)
         summary = run(p)
     except SampleError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -193,17 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    from fastdiff.cli.console import configure_output, pop_verbose
-    from fastdiff.utils.threads import apply_thread_policy
+    from fastdiff.cli.console import pop_verbose, start_job
 
     verbose, argv = pop_verbose(argv)
     try:
         path, overrides = split_cli_args(argv)
         cfg = load_config(path, overrides)
-        threads = apply_thread_policy()
-        configure_output(verbose)
-        if verbose:
-            print(f"torch intra-op threads: {threads} (free cores; pin with FASTDIFF_THREADS=N)", file=sys.stderr)
+        start_job(verbose)
         result = train(cfg, verbose=verbose)
     except ConfigError as err:
         print(f"config error: {err}\n{USAGE}", file=sys.stderr)
