@@ -22,8 +22,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from fastdiff.evaluation.metric_set import MetricSet
 from fastdiff.evaluation.runs import EvalRun, build_runs
-from fastdiff.metrics.stats import EvalReferences, parse_metric
+from fastdiff.metrics.stats import parse_metric
 from fastdiff.samplers import SamplingNaNError
 from fastdiff.seeds import parse_seeds, rank_batches
 from fastdiff.utils.distributed import all_reduce, gather_ints
@@ -72,13 +73,17 @@ class Evaluator:
             except ValueError as err:
                 raise ValueError(f"metrics: {err}") from None
         self.runs: list[EvalRun] = build_runs(samplers, where="samplers")
-        self.refs = EvalReferences(features, reference, ref_samples)
-        self.metrics: dict[str, Any] = {}
+        self.metric_set = MetricSet(self.metric_names, kind, features, reference, ref_samples)
         self.failures: list[dict[str, Any]] = []
 
     @property
     def prepared(self) -> bool:
-        return bool(self.metrics) or not self.metric_names
+        return self.metric_set.prepared
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """metric name -> torchmetrics Metric (after :meth:`prepare`)."""
+        return self.metric_set.metrics
 
     def prepare(self, process: Any, device: torch.device, data: dict[str, Any] | None = None,
                 broadcast: Callable[[Any], Any] | None = None, write_cache: bool = True) -> None:
@@ -92,9 +97,7 @@ class Evaluator:
         data = self.data or data
         for m in self.metric_names:  # now that the data set is known, fd_<name> must name it
             parse_metric(m, self.kind, data["name"] if data else None)
-        self.refs.prepare(self.metric_names, data, self.data_shape, device, broadcast=broadcast,
-                          write_cache=write_cache)
-        self.metrics = self.refs.build_metrics(self.metric_names, device)
+        self.metric_set.prepare(data, self.data_shape, device, broadcast=broadcast, write_cache=write_cache)
 
     def evaluate(self, model: Any, device: torch.device, rank: int = 0, world_size: int = 1, step: int | None = None,
                  progress: Any = None) -> list[RunResult]:
@@ -131,9 +134,7 @@ class Evaluator:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 elapsed += time.perf_counter() - start
-                feats = self.refs.features(out.x.to(device))
-                for mname, metric in self.metrics.items():
-                    metric.update(feats[parse_metric(mname, self.kind)[1]], b)
+                self.metric_set.update(out.x.to(device), b)
             except SamplingNaNError as err:
                 failed, error = list(err.seeds), str(err)
                 break
@@ -151,8 +152,7 @@ class Evaluator:
 
     def _run(self, run: EvalRun, model: Any, device: torch.device, batches: list[list[int]], rank: int,
              step: int | None, progress: Any) -> RunResult:
-        for metric in self.metrics.values():
-            metric.reset()
+        self.metric_set.reset()
         keep, failed, error, count, nfe_sum, elapsed = self._sample_batches(run, model, device, batches, rank == 0,
                                                                             progress)
         totals = all_reduce(torch.tensor([float(bool(error)), count, nfe_sum], dtype=torch.float64, device=device))
@@ -172,9 +172,9 @@ class Evaluator:
             values = {m: float("nan") for m in self.metrics}
         else:
             values = {}
-            for mname, metric in self.metrics.items():
+            for mname in self.metrics:
                 try:
-                    values[mname] = float(metric.compute())
+                    values[mname] = self.metric_set.compute_one(mname)
                 except Exception as err:  # noqa: BLE001 - same data on every rank: all fail alike
                     if rank == 0:
                         warnings.warn(f"evaluation {self.name!r}: metric {mname} for {run.label!r} ({run.budget}) "
