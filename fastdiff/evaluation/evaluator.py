@@ -104,8 +104,15 @@ class Evaluator:
         """Every run on this rank's seeds (all ranks call it together); ``model(x, t)`` is the score with a
         ``.process``. ``progress``: an object with ``update(n)`` and ``set_postfix_str(s)`` (e.g. a tqdm bar)."""
         batches = [b for b in rank_batches(self.seeds, self.batch_size, world_size, rank) if b]
-        with torch.no_grad():
-            return [self._run(run, model, device, batches, rank, step, progress) for run in self.runs]
+        was_training = getattr(model, "training", False)
+        if was_training:
+            model.eval()  # dropout off while sampling
+        try:
+            with torch.no_grad():
+                return [self._run(run, model, device, batches, rank, step, progress) for run in self.runs]
+        finally:
+            if was_training:
+                model.train()
 
     def n_batches(self, rank: int = 0, world_size: int = 1) -> int:
         """Sampler calls of one evaluation on ``rank`` (for a progress bar's total)."""
