@@ -12,6 +12,11 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def from_uint8(x: Tensor) -> Tensor:
+    """uint8 pixels 0..255 -> float32 in [-1, 1] (x / 127.5 - 1), the inverse of :func:`to_uint8` on its range."""
+    return x.float() / 127.5 - 1.0
+
+
 def image_grid(x: Tensor, upscale: int = 1, pad: int = 1) -> Tensor:
     """Images [N, C, H, W] in [-1, 1] -> one uint8 RGB grid [H', W', 3] (white padding, nearest upscaling)."""
     n, c, h, w = x.shape

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from fastdiff.utils.distributed import gather_lists, gather_rows
 from fastdiff.utils.files import TMP_MARK, atomic_write
-from fastdiff.utils.images import to_uint8
+from fastdiff.utils.images import from_uint8, to_uint8
 
 __all__ = ["SampleStore", "SampleWriter", "is_image_shape", "load_samples", "read_png",
            "TMP_MARK", "atomic_write", "to_uint8", "gather_rows", "gather_lists"]  # helpers re-exported for callers
@@ -153,7 +153,7 @@ class SampleStore:
 
     def as_model_space(self, stored: Tensor) -> Tensor:
         """Stored samples as the data-space float tensor metrics see (uint8 images back to [-1, 1])."""
-        return stored.float() / 127.5 - 1 if self.format == "png" else stored.float()
+        return from_uint8(stored) if self.format == "png" else stored.float()
 
 
 def read_png(path: Path) -> Tensor:
