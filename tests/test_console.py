@@ -85,12 +85,29 @@ def test_sample_cli_shows_one_bar_over_the_samples(tiny_job: tuple[str, str, str
     assert _lines(o)[-1].startswith("sample: 25 samples (25 generated, 0 already there)")
 
 
-def test_verbose_shows_lightning_output(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_verbose_shows_lightning_output(tmp_path: Path, capfd: pytest.CaptureFixture,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """--verbose leaves Lightning's loggers at INFO (records checked with caplog: another test may have bound
+    Lightning's stream handler to an earlier stderr); a quiet run sets them to WARNING."""
+    import logging
+
     args = [a for a in TINY if not a.startswith("evaluation")] + ["trainer.max_steps=2", "final_samples.n=0",
-                                                                   "evaluation=[]", f"out_dir={tmp_path / 'v'}"]
-    assert main(["--verbose", *args]) == 0
-    o, e = capfd.readouterr()
-    assert "GPU available" in o + e and "Trainable params" in o + e and "torch intra-op threads:" in e
+                                                                   "evaluation=[]"]
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    try:
+        with caplog.at_level(logging.INFO):
+            assert main(["--verbose", *args, f"out_dir={tmp_path / 'v'}"]) == 0
+            assert lightning_log.getEffectiveLevel() == logging.INFO
+            messages = " ".join(r.getMessage() for r in caplog.records)
+            assert "GPU available" in messages and "Trainable params" in messages
+            assert "torch intra-op threads:" in capfd.readouterr().err
+            caplog.clear()
+            assert main([*args, f"out_dir={tmp_path / 'q'}"]) == 0
+            assert lightning_log.getEffectiveLevel() == logging.WARNING
+            assert not [r for r in caplog.records if r.name.startswith("lightning") and r.levelno < logging.WARNING]
+    finally:
+        lightning_log.setLevel(level)
 
 
 # ---- thread policy --------------------------------------------------------------------------------------------
