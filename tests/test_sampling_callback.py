@@ -13,17 +13,15 @@ from typing import Any
 import pytest
 import torch
 
-torch.set_num_threads(1)
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
 
-import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
-from fastdiff.config import ConfigError  # noqa: E402
-from fastdiff.data import DiffusionDataModule  # noqa: E402
-from fastdiff.lightning.callbacks.ema import EMA  # noqa: E402
-from fastdiff.lightning.callbacks.sampling import SamplingEvaluation, build_evaluation_callbacks  # noqa: E402
-from fastdiff.lightning.module import DiffusionModule  # noqa: E402
-from fastdiff.metrics import ReferenceStats, StatsMismatchError, save_stats  # noqa: E402
+from fastdiff.config import ConfigError
+from fastdiff.data import DiffusionDataModule
+from fastdiff.lightning.callbacks.ema import EMA
+from fastdiff.lightning.callbacks.sampling import SamplingEvaluation, build_evaluation_callbacks
+from fastdiff.lightning.module import DiffusionModule
+from fastdiff.metrics import ReferenceStats, StatsMismatchError, save_stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -93,10 +93,13 @@ def save_stats(stats: ReferenceStats, path: str | os.PathLike[str]) -> Path:
                               "source": np.str_(stats.source)}
     if stats.features is not None:
         arrays["features"] = stats.features.double().numpy()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    from fastdiff.utils.files import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: numpy must not append ".npz" to the temporary name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def load_stats(path: str | os.PathLike[str], extractor_id: str | None = None) -> ReferenceStats:
