@@ -11,7 +11,7 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.processes.base import Process
 from fastdiff.samplers import SamplerError, get_sampler
-from fastdiff.samplers.adaptive import BrownianPaths
+from fastdiff.samplers.ggf import BrownianPaths
 
 T64 = torch.float64
 D = 64

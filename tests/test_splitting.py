@@ -18,7 +18,6 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VP
 from fastdiff.samplers import SamplerError, get_sampler
 from fastdiff.samplers.base import CountedScore
-from fastdiff.samplers.phase_ops import PhaseSpaceOps
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -140,7 +139,6 @@ def test_batch_invariance(name):
 def test_linear_step_is_exact_ou(gamma):
     """SSCS linear part: mean map = expm((b/2) K); covariance by Van Loan's integral and by Sigma_inf - E Sigma_inf E^T."""
     p = PSLD(gamma=gamma)
-    ops = PhaseSpaceOps(p)
     t_hi, t_lo = 0.7, 0.55
     b = p.beta * (t_hi - t_lo)
     K = 0.5 * np.array([[-p.gamma, -p.m_inv], [1.0, -p.nu]])
@@ -149,12 +147,12 @@ def test_linear_step_is_exact_ou(gamma):
     van_loan = scipy.linalg.expm(b * np.block([[K, GG], [np.zeros((2, 2)), -K.T]]))
     C_ref = van_loan[:2, 2:] @ E_ref.T
     S_inf = np.diag([1.0, p.mass])
-    E, C = ops.linear_coeffs(t_hi, t_lo)
+    E, C = p.linear_coeffs(t_hi, t_lo)
     np.testing.assert_allclose(E[0].numpy(), E_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(C[0].numpy(), C_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(C[0].numpy(), S_inf - E_ref @ S_inf @ E_ref.T, rtol=1e-9, atol=1e-12)
     # and linear_step applies them: probe the affine map
-    P, q, R = probe(lambda z, nz, n: ops.linear_step(z, t_hi, t_lo, nz.randn_like(z)), 2, draws=1)
+    P, q, R = probe(lambda z, nz, n: p.linear_step(z, t_hi, t_lo, nz.randn_like(z)), 2, draws=1)
     np.testing.assert_allclose(P.numpy(), E_ref, atol=1e-12)
     np.testing.assert_allclose((R @ R.T).numpy(), C_ref, atol=1e-12)
 
@@ -164,11 +162,10 @@ def test_linear_step_is_exact_ou(gamma):
 def test_o_step_leaves_stationary_law_invariant(delta, lam, lam_m):
     """Statistical test: O maps N(0, 1) x N(0, M) samples to the same law, with lag correlations e^{-r/2}."""
     p = PSLD()
-    ops = PhaseSpaceOps(p, lambda_s=lam, lambda_m=lam_m)
     g = torch.Generator().manual_seed(0)
     n = 200_000
     z = torch.randn(n, 2, generator=g, dtype=F64) * torch.tensor([1.0, math.sqrt(p.mass)], dtype=F64)
-    z1 = ops.o_step(z, delta, torch.randn(n, 2, generator=g, dtype=F64))
+    z1 = p.o_friction(z, delta, torch.randn(n, 2, generator=g, dtype=F64), lam, lam_m)
     var = torch.tensor([1.0, p.mass], dtype=F64)
     tol = 5 * math.sqrt(2.0 / n)  # 5 standard errors of a relative variance estimate
     assert float((z1.var(0) / var - 1).abs().max()) < tol, z1.var(0) / var
