@@ -283,3 +283,68 @@ def test_cld_runs_and_converges():
         assert torch.isfinite(res.state).all()
     for name in ("sps", "sscs"):
         assert exact_error(name, (), 100, gamma=0.0) < 0.6 * exact_error(name, (), 25, gamma=0.0)
+
+
+# ---- the literal split (issue 14) and the authors' final Euler step ------------------------------------------
+@pytest.mark.parametrize("delta", [0.05, 0.8])
+def test_o_momentum_is_the_exact_expanding_ou(delta):
+    """O of the literal split solves dm = (nu/2) m + sqrt(M nu) dw' exactly: mean factor e^{nu delta/2}, variance
+    by Van Loan's integral of the 1-D OU (independent of the closed form in the code); x is untouched."""
+    p = PSLD()
+    a, q = 0.5 * p.nu, p.mass * p.nu
+    van_loan = scipy.linalg.expm(delta * np.array([[a, q], [0.0, -a]]))
+    var_ref = van_loan[0, 1] * math.exp(a * delta)
+    P, _, R = probe(lambda z, nz, n: p.o_momentum(z, delta, nz.randn_like(z)), 2, draws=1)
+    np.testing.assert_allclose(P.numpy(), np.diag([1.0, math.exp(a * delta)]), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose((R @ R.T).numpy(), np.diag([0.0, var_ref]), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("gamma", [1.0, 0.01])
+def test_literal_split_matches_its_reverse_sde_to_first_order(lam, gamma):
+    """The literal O/B/A composition equals one Euler-Maruyama step of the reverse-SDE family with lambda_s on the
+    position and full momentum noise up to O(h^2) (mean and covariance): error ratio 4 per halving of h (> 3.3;
+    a first-order mismatch would give 2). For lambda_s != 1 it differs from the lambda = 1 reverse SDE at first order
+    (Gamma = 1 makes the position terms large enough to see)."""
+    own, std = [], []
+    for h in (4e-3, 2e-3, 1e-3):
+        mean, cov = one_step_law("sps", {"split": "literal", "lambda_s": lam}, h, gamma=gamma)
+        m_ref, c_ref = reverse_step_law(h, False, lam, gamma=gamma, lam_m=1.0)
+        own.append(((mean - m_ref).norm().item(), (cov - c_ref).norm().item()))
+        std.append(float((mean - reverse_step_law(h, False, gamma=gamma)[0]).norm()))
+    for (m1, c1), (m2, c2) in zip(own, own[1:]):
+        assert m1 / m2 > 3.3 and c1 / c2 > 3.3, own
+    if lam != 1.0 and gamma == 1.0:
+        assert std[1] / std[2] < 2.5, std
+
+
+def test_literal_split_exact_law_converges_once_stable():
+    """Exact output law, literal split: the error falls at first order once the steps resolve the expanding O
+    (nu beta h small); 100 -> 400 NFE must cut it by more than 2x (first order: 4x)."""
+    e100, e400 = exact_error("sps", (("split", "literal"),), 100), exact_error("sps", (("split", "literal"),), 400)
+    assert e400 < 0.5 * e100, (e100, e400)
+
+
+def test_literal_split_keeps_the_momentum_noise():
+    with pytest.raises(SamplerError, match="lambda_m = 1"):
+        get_sampler("sps", steps=3, split="literal", lambda_m=0.5)
+
+
+@pytest.mark.parametrize("name", ["euler_maruyama", "sscs", "sps"])
+def test_final_euler_step_is_the_reverse_drift_at_t_eps(name):
+    """final_step='euler': z + eps (-F z + G G^T s(z, eps)), with F and G G^T written out from DESIGN.md section 2
+    (not through process.reverse_drift); same NFE as the Tweedie ending."""
+    p = PSLD()
+    sf = GaussianMixture.ring(4).score_fn(p)
+    s = get_sampler(name, nfe=12, final_step="euler", dtype="float64")
+    assert s.nfe == get_sampler(name, nfe=12, dtype="float64").nfe == 12
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    eps = torch.tensor(p.t_eps_sample, dtype=F64)
+    out = s.finish(CountedScore(sf, 5, "cpu"), p, z, eps)
+    b, g, nu, mi, M = p.beta, p.gamma, p.nu, p.m_inv, p.mass
+    F = 0.5 * b * torch.tensor([[-g, mi], [-1.0, -nu]], dtype=F64)
+    GG = torch.diag(torch.tensor([b * g, b * M * nu], dtype=F64))
+    zz = z.reshape(5, 2, 2)  # [batch, (x | m), coordinate]
+    sc = sf(z, eps.expand(5)).reshape(5, 2, 2)
+    ref = zz + float(eps) * (-torch.einsum("ij,bjc->bic", F, zz) + torch.einsum("ij,bjc->bic", GG, sc))
+    torch.testing.assert_close(out, ref.reshape(5, 4), rtol=1e-12, atol=1e-14)
