@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from splitting_bench import _probe  # noqa: E402
+from splitting_bench import exact_gaussian_error  # noqa: E402
 
 from fastdiff.data.toy2d import rings_mixture  # noqa: E402
 from fastdiff.metrics.fid import frechet_distance, mean_cov  # noqa: E402
@@ -34,7 +34,6 @@ from fastdiff.metrics.toy import mmd_rbf  # noqa: E402
 from fastdiff.oracle import GaussianMixture  # noqa: E402
 from fastdiff.processes import PSLD  # noqa: E402
 from fastdiff.samplers import get_sampler  # noqa: E402
-from fastdiff.samplers.base import CountedScore  # noqa: E402
 
 AUTHORS = {"grid": "quadratic", "final_step": "euler"}
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -59,18 +58,8 @@ def configs(full: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
 
 # ---- exact Gaussian law ----------------------------------------------------------------------------------------
 def gauss_error(name: str, opts: dict[str, Any], nfe: int, gm: GaussianMixture, p: PSLD) -> float:
-    """|mean err| + |cov err|_F of the exact output law against the data law N(mu, Sigma)."""
-    s = get_sampler(name, nfe=nfe, dtype="float64", **opts)
-    d, sf = gm.dim, gm.score_fn(p)
-    ts = s.grid(p, "cpu")
-    mu = torch.zeros(2 * d, dtype=torch.float64)
-    cov = torch.diag(torch.tensor([1.0] * d + [p.mass] * d, dtype=torch.float64))
-    for i in range(len(ts) - 1):  # these samplers carry no state between steps
-        P, q, R = _probe(lambda z, nz, n: s.integrate(CountedScore(sf, n, "cpu"), p, z, ts[i:i + 2], nz), 2 * d, 2)
-        mu, cov = P @ mu + q, P @ cov @ P.T + R @ R.T
-    P, q, _ = _probe(lambda z, nz, n: s.finish(CountedScore(sf, n, "cpu"), p, z, ts[-1]), 2 * d, 0)
-    mu, cov = (P @ mu + q)[:d], (P @ cov @ P.T)[:d, :d]
-    err = float((mu - gm.means[0]).norm() + (cov - gm.covs[0]).norm())
+    """|mean err| + |cov err|_F of the exact output law against the data law N(mu, Sigma) (inf if it blew up)."""
+    err = exact_gaussian_error(name, opts, nfe, gm, p, target="data")
     return err if math.isfinite(err) else float("inf")
 
 

@@ -22,8 +22,7 @@ from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, StepSampler
 from .noise import NoiseSource
-from .restart_intervals import (PRESETS, PUBLISHED_CHURN, PlannedRestart, RestartFields, check_restart_fields,
-                                parse_intervals, restart_nfe)
+from .restart_intervals import PRESETS, PUBLISHED_CHURN, PlannedRestart, RestartBudget, RestartFields, parse_intervals
 from .restart_sigma import RestartSigma
 from .restart_t import RestartT, sigma_eff  # noqa: F401  (sigma_eff: re-exported for callers)
 
@@ -31,12 +30,8 @@ _SHARED = [f.name for f in dataclasses.fields(RestartFields)] + ["dtype", "rho"]
 
 
 @register_sampler("restart")
-class Restart(StepSampler):
+class Restart(RestartBudget, StepSampler):
     """Restart sampling, Xu et al. 2023: picks RestartSigma (EDM view) or RestartT (any process) per process."""
-
-    stochastic = True
-    min_steps = 2
-    default_steps = 18
 
     @dataclass
     class Options(RestartFields, StepSampler.Options):
@@ -80,10 +75,7 @@ class Restart(StepSampler):
         o = self.options
         if o.preset is not None and o.preset not in PRESETS:
             raise SamplerError(f"sampler {self.name!r}: unknown preset {o.preset!r}; allowed: {', '.join(PRESETS)}")
-        self.intervals = check_restart_fields(o, self.name)
-
-    def nfe_for(self, steps: int) -> int:
-        return restart_nfe(steps, self.options.final_denoise, self.intervals)
+        super()._check_options()
 
     def steps_for(self, nfe: int) -> int:
         """Largest N_main whose NFE fits ``nfe``; below the minimum the error names the restart cost."""

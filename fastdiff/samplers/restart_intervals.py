@@ -128,6 +128,21 @@ def churn_on(level: Tensor, o: Any) -> Tensor:
     return on
 
 
+class RestartBudget:
+    """Mixin of every Restart sampler: the shared options check and NFE formula (put it before the base class)."""
+
+    name = "restart"
+    stochastic = True
+    min_steps = 2
+    default_steps = 18
+
+    def _check_options(self) -> None:
+        self.intervals = check_restart_fields(self.options, self.name)
+
+    def nfe_for(self, steps: int) -> int:
+        return restart_nfe(steps, self.options.final_denoise, self.intervals)
+
+
 def restart_info(space: str, plan: dict[int, PlannedRestart]) -> dict[str, Any]:
     """``SampleResult.info`` of a Restart run: the variant and where each interval fired."""
     return {"space": space, "restarts": [

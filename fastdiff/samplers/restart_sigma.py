@@ -20,27 +20,15 @@ from .base import CountedScore
 from .edm import EDMSampler, heun_step
 from .grids import karras_sigmas
 from .noise import NoiseSource
-from .restart_intervals import (PlannedRestart, RestartFields, check_restart_fields, churn_on, restart_info,
-                                restart_nfe, snap)
+from .restart_intervals import (PlannedRestart, RestartBudget, RestartFields, churn_on, restart_info, snap)
 
 
-class RestartSigma(EDMSampler):
+class RestartSigma(RestartBudget, EDMSampler):
     """Restart sampling, Xu et al. 2023, Algorithm 2 (EDM view, sigma units)."""
-
-    name = "restart"
-    stochastic = True
-    min_steps = 2
-    default_steps = 18
 
     @dataclass
     class Options(RestartFields, EDMSampler.Options):
         pass
-
-    def _check_options(self) -> None:
-        self.intervals = check_restart_fields(self.options, self.name)
-
-    def nfe_for(self, steps: int) -> int:
-        return restart_nfe(steps, self.options.final_denoise, self.intervals)
 
     def main_grid(self, process: EDMView, device: torch.device | str = "cpu") -> Tensor:
         """Karras sigmas of the main pass with 0 appended (float64)."""

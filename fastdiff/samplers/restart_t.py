@@ -20,8 +20,7 @@ from ..processes.base import Process
 from .base import CountedScore, SamplerError, TimeGridSampler
 from .grids import karras_sigmas, t_of_log_snr, time_grid
 from .noise import NoiseSource
-from .restart_intervals import (Interval, PlannedRestart, RestartFields, check_restart_fields, churn_on, restart_info,
-                                restart_nfe, snap)
+from .restart_intervals import (Interval, PlannedRestart, RestartBudget, RestartFields, churn_on, restart_info, snap)
 
 
 def sigma_eff(process: Process, t: Tensor) -> Tensor:
@@ -63,23 +62,12 @@ def heun_t_step(score: CountedScore, process: Process, z: Tensor, t: Tensor, t_n
     return z + 0.5 * h * (d1 + d2)
 
 
-class RestartT(TimeGridSampler):
+class RestartT(RestartBudget, TimeGridSampler):
     """Restart sampling (Xu et al. 2023) in t: PF-ODE Heun main pass and descents, exact-kernel forward jumps."""
-
-    name = "restart"
-    stochastic = True
-    min_steps = 2
-    default_steps = 18
 
     @dataclass
     class Options(RestartFields, TimeGridSampler.Options):
         grid: Literal["uniform", "quadratic", "karras", "logsnr"] = "karras"
-
-    def _check_options(self) -> None:
-        self.intervals = check_restart_fields(self.options, self.name)
-
-    def nfe_for(self, steps: int) -> int:
-        return restart_nfe(steps, self.options.final_denoise, self.intervals)
 
     def main_grid(self, process: Process, device: torch.device | str = "cpu") -> Tensor:
         """N_main decreasing times T .. t_eps (float64)."""
