@@ -39,21 +39,21 @@ AUTHORS = {"grid": "quadratic", "final_step": "euler"}
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0)
 
 
-def configs(full: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, sampler, options). ``full=False``: the subset run on the (slow) trained network."""
-    out = [("EM", "euler_maruyama", dict(AUTHORS)), ("SSCS", "sscs", {**AUTHORS, "time_label": "start"})]
-    if full:
-        out += [("EM, Tweedie end", "euler_maruyama", {"grid": "quadratic"}),
-                ("SSCS, mid label, Tweedie end", "sscs", {"grid": "quadratic"})]
+def configs(full: bool = True, only: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, sampler, options). ``full=False``: the subset run on the (slow) trained network; ``only``: labels
+    containing that text."""
+    out = [("EM", "euler_maruyama", dict(AUTHORS)), ("SSCS", "sscs", {**AUTHORS, "time_label": "start"}),
+           ("EM, Tweedie end", "euler_maruyama", {"grid": "quadratic"}),
+           ("SSCS, mid label, Tweedie end", "sscs", {"grid": "quadratic", "time_label": "mid"})]
     grid = [(s, lab, lam) for s in ("damped", "literal") for lab in ("start", "mid", "end") for lam in LAMBDAS]
     if not full:
-        grid = [("damped", "start", 1.0), ("literal", "start", 1.0)]
+        grid = [("damped", "start", 1.0), ("damped", "mid", 1.0), ("literal", "start", 1.0)]
     for split, label, lam in grid:
         out.append((f"SPS {split} t={label} λs={lam:g}", "sps",
                     {**AUTHORS, "split": split, "time_label": label, "lambda_s": lam}))
-    for lam_m in ((0.5, 0.3) if full else (0.5,)):
+    for lam_m in (0.5, 0.3, 0.8, 0.9) if full else (0.5, 0.8):
         out.append((f"SPS damped t=start λs=1 λm={lam_m:g}", "sps", {**AUTHORS, "lambda_m": lam_m}))
-    return out
+    return [c for c in out if only is None or only in c[0]]
 
 
 # ---- exact Gaussian law ----------------------------------------------------------------------------------------
@@ -105,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["gauss", "ring", "gmm16", "digits"])
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None, help="run only the configurations whose label contains this text")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     parts = []
     if "gauss" in args.scenarios:
         gm = GaussianMixture.gaussian([0.5, -0.3], [[0.5, 0.2], [0.2, 0.3]])
         for proc in (PSLD(), PSLD(gamma=0.02, nu=4.02)):
-            rows = [(lab, [fmt(gauss_error(nm, o, m, gm, proc), 1e3) for m in args.nfe]) for lab, nm, o in configs()]
+            rows = [(lab, [fmt(gauss_error(nm, o, m, gm, proc), 1e3) for m in args.nfe])
+                    for lab, nm, o in configs(only=args.only)]
             parts.append(table(f"gauss (2-D Gaussian, exact output law), PSLD Γ={proc.gamma:g} ν={proc.nu:g}",
                                "|mean err| + |cov err|_F x 1e3 against the data law", rows, args.nfe))
             print(parts[-1], flush=True)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = gm.sample(args.n, torch.Generator().manual_seed(10_000)).float()
         floor = oracle_metrics(gm.sample(args.n, torch.Generator().manual_seed(20_000)).float(), ref, gm, bw)
         gap_rows, mmd_rows = [], []
-        for lab, nm, o in configs():
+        for lab, nm, o in configs(only=args.only):
             t0, gcell, mcell = time.time(), [], []
             for m in args.nfe:
                 x = run_sampler(nm, o, m, gm.score_fn(p), p, (args.n, gm.dim))
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
         floor = fd(data[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.n]])
         rows = []
-        for lab, nm, o in configs(full=False):
+        for lab, nm, o in configs(full=False, only=args.only):
             t0 = time.time()
             cells = []
             for m in args.nfe:
