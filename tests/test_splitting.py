@@ -360,7 +360,8 @@ def test_authors_conventions_file_builds_its_samplers_and_process():
 
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/samplers/psld_authors.yaml"))
+    path = Path(__file__).resolve().parents[1] / "configs/samplers/psld_authors.yaml"
+    cfg = OmegaConf.to_container(OmegaConf.load(path))
     proc = dict(cfg["process"])
     assert proc.pop("name") == "psld"
     p = PSLD(**proc)

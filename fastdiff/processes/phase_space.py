@@ -51,7 +51,7 @@ class PhaseSpaceProcess(Process):
 
     # ---- O: exact Ornstein-Uhlenbeck pieces ------------------------------------------------------------
     def o_friction(self, z: Tensor, delta: float, xi: Tensor, lambda_s: float = 1.0, lambda_m: float = 1.0) -> Tensor:
-        """Friction + noise OU over delta, exact: dx = -(lam_s^2 Gamma/2) x + lam_s sqrt(Gamma) dw (same for m with nu, M).
+        """Friction + noise OU over delta, exact: dx = -(lam_s^2 Gamma/2) x + lam_s sqrt(Gamma) dw (m: nu, M, lam_m).
 
         Leaves N(0, 1) x N(0, M) invariant for every lambda (the prior is its stationary law).
         """

@@ -239,7 +239,8 @@ class TimeGridSampler(StepSampler):
         rho: float = 7.0
         t_eps: float | None = None
         final_denoise: bool = True  # one last score evaluation at t_eps (counted), of the kind final_step
-        final_step: Literal["tweedie", "euler"] = "tweedie"  # Tweedie denoise, or one noise-free reverse-SDE Euler step t_eps -> 0
+        # the final step: Tweedie denoise, or one noise-free Euler step of the reverse SDE from t_eps to 0
+        final_step: Literal["tweedie", "euler"] = "tweedie"
 
     def nfe_for(self, steps: int) -> int:
         return steps * self.nfe_per_step + int(self.options.final_denoise)

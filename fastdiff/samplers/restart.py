@@ -56,7 +56,8 @@ class Restart(RestartBudget, StepSampler):
                                "with space='t' give intervals in t instead")
         if options.get("intervals") is not None and \
                 parse_intervals(options["intervals"], self.name) != parse_intervals(intervals):
-            raise SamplerError(f"{where} intervals = {intervals}, got intervals={options['intervals']}; drop one of them")
+            raise SamplerError(f"{where} intervals = {intervals}, got intervals={options['intervals']}; "
+                               "drop one of them")
         clash = {k: v for k, v in options.items() if k in PUBLISHED_CHURN and v != PUBLISHED_CHURN[k]}
         if clash:
             raise SamplerError(f"{where} the published {', '.join(f'{k}={PUBLISHED_CHURN[k]}' for k in clash)}, got "

@@ -1,8 +1,8 @@
 """Deterministic splitting integrators on the PSLD probability-flow ODE (Pandey, Rudolph & Mandt 2024).
 
 The PF-ODE drift (the lambda = 0 member of the reverse-SDE family, see ``splitting.py``) splits into B (momentum)
-and A (position) flows: B: dm = x/2 + (M nu / 2)(s_m + M^-1 m), A: dx = -M^-1 m/2 + (Gamma/2)(s_x + x). Schemes, per step
-from t down to t - h:
+and A (position) flows: B: dm = x/2 + (M nu / 2)(s_m + M^-1 m), A: dx = -M^-1 m/2 + (Gamma/2)(s_x + x).
+Schemes, per step from t down to t - h:
 
 - ``ba``  (symplectic Euler): B(h), A(h). Naive: a fresh score before B and before A (2 NFE/step).
   Reduced: one score at the step start, reused by A (1 NFE/step).
