@@ -159,8 +159,10 @@ def _probe(fn: Callable, D: int, draws: int) -> tuple[torch.Tensor, torch.Tensor
     return (out[1:1 + D] - out[0]).T, out[0], (out[1 + D:] - out[0]).T
 
 
-def exact_gaussian_error(name: str, opts: dict[str, Any], nfe: int, gm: GaussianMixture, p: PSLD) -> float:
-    """|mean error| + |covariance error|_F of the sampler's output law vs the law of E[x0 | z_{t_eps}]."""
+def exact_gaussian_error(name: str, opts: dict[str, Any], nfe: int, gm: GaussianMixture, p: PSLD,
+                         target: str = "tweedie") -> float:
+    """|mean error| + |covariance error|_F of the sampler's output law vs the law of E[x0 | z_{t_eps}]
+    (``target="tweedie"``) or vs the data law N(mu, Sigma) itself (``target="data"``)."""
     s = get_sampler(name, nfe=nfe, dtype="float64", **opts)
     d, sf = gm.dim, gm.score_fn(p)
     ts = s.grid(p, "cpu")
@@ -172,9 +174,12 @@ def exact_gaussian_error(name: str, opts: dict[str, Any], nfe: int, gm: Gaussian
         mu, cov = P @ mu + q, P @ cov @ P.T + R @ R.T
     P, q, _ = _probe(lambda z, nz, n: s.finish(CountedScore(sf, n, "cpu"), p, z, ts[-1]), 2 * d, 0)
     mu, cov = (P @ mu + q)[:d], (P @ cov @ P.T)[:d, :d]
-    a, _ = p.marginal_coeffs(torch.tensor([p.t_eps_sample], dtype=torch.float64))
-    C = torch.kron(a[0][:, None], gm.covs[0])  # Cov(z, x0)
-    cov0 = C.T @ torch.linalg.solve(gm.marginal_params(p, p.t_eps_sample)[1][0], C)
+    if target == "data":
+        cov0 = gm.covs[0]
+    else:
+        a, _ = p.marginal_coeffs(torch.tensor([p.t_eps_sample], dtype=torch.float64))
+        C = torch.kron(a[0][:, None], gm.covs[0])  # Cov(z, x0)
+        cov0 = C.T @ torch.linalg.solve(gm.marginal_params(p, p.t_eps_sample)[1][0], C)
     return float((mu - gm.means[0]).norm() + (cov - cov0).norm())
 
 

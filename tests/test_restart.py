@@ -52,10 +52,14 @@ def test_counted_nfe_matches_formula_for_paper_configs(n_main, intervals, nfe):
 
 def test_presets_match_paper_and_yaml():
     expected = {"vp_43": 43, "vp_55": 55, "vp_75": 75, "vp_115": 115, "vp_519": 519, "edm_43": 43}
-    yaml = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/samplers/restart.yaml"))["presets"]
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/samplers/restart.yaml"))
+    yaml = cfg["presets"]
     assert set(yaml) == set(PRESETS) == set(expected)
+    published = {"restart_gamma": 0.05, "S_min": 0.01, "S_max": 1.0, "S_noise": 1.0}  # the authors' CIFAR-10 runs
+    assert cfg["churn"] == published
     for name, nfe in expected.items():
         s = get_sampler("restart", preset=name)
+        assert {k: getattr(s.options, k) for k in published} == published
         assert s.nfe == nfe == yaml[name]["nfe"]
         assert s.steps == PRESETS[name][0] == yaml[name]["steps"]
         assert [[iv.n_restart, iv.k, iv.t_min, iv.t_max] for iv in s.intervals] == yaml[name]["intervals"]
@@ -125,6 +129,8 @@ def test_preset_contradictions_and_round_trip():
     assert get_sampler("restart", preset="vp_55", nfe=55).steps == 18
     assert get_sampler("restart", preset="vp_519", steps=20, intervals=[[9, 30, 0.06, 0.2]]).nfe == 519
     for kwargs, match in [({"nfe": 50}, "fixes NFE = 43"), ({"steps": 20}, "fixes steps"),
+                          ({"restart_gamma": 0.0}, "fixes the published restart_gamma=0.05"),
+                          ({"S_noise": 1.003}, "fixes the published S_noise=1.0"),
                           ({"intervals": [[3, 3, 0.06, 0.3]]}, "fixes intervals"), ({"space": "t"}, "sigma view")]:
         with pytest.raises(SamplerError, match=match):
             get_sampler("restart", preset="vp_43", **kwargs)
@@ -251,3 +257,25 @@ def test_psld_restart_matches_gaussian_target():
     with pytest.raises(SamplerError, match="exceeds the process horizon"):
         get_sampler("restart", steps=30, intervals=[[3, 1, 0.05, 1.5]]).sample(
             MIX.score_fn(process), process, (2, 2), seeds=[0, 1])
+
+
+def test_preset_churns_inside_the_restart_steps_as_published():
+    """vp_43 on VP: churn 1.05 sigma at every descent step start with sigma in [0.01, 1] (all of [0.06, 0.30])."""
+    (p,) = get_sampler("restart", preset="vp_43").restart_plan(VP()).values()
+    torch.testing.assert_close(p.churn[:-1], 1.05 * p.grid[:-1], rtol=1e-14, atol=0)
+    assert p.churn[-1] == p.grid[-1]
+
+
+def test_the_factory_runs_one_of_two_separate_samplers():
+    """restart = RestartSigma on EDM-view processes, RestartT otherwise; each alone gives the factory's output."""
+    from fastdiff.samplers.restart_sigma import RestartSigma
+    from fastdiff.samplers.restart_t import RestartT
+
+    assert not issubclass(RestartSigma, RestartT) and not issubclass(RestartT, RestartSigma)
+    for process, cls, kw in [(VP(), RestartSigma, {}), (PSLD(), RestartT, {}), (VP(), RestartT, {"space": "t"})]:
+        s = get_sampler("restart", steps=12, dtype="float64", **kw)
+        assert type(s.variant(process)) is cls
+        score = MIX.score_fn(process)
+        alone = cls(steps=12, dtype="float64").sample(score, process, (4, 2), seeds=range(4))
+        via = s.sample(score, process, (4, 2), seeds=range(4))
+        assert torch.equal(alone.state, via.state) and alone.nfe == via.nfe == s.nfe

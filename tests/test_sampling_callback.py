@@ -13,17 +13,15 @@ from typing import Any
 import pytest
 import torch
 
-torch.set_num_threads(1)
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
 
-import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
-from fastdiff.config import ConfigError  # noqa: E402
-from fastdiff.data import DiffusionDataModule  # noqa: E402
-from fastdiff.lightning.callbacks.ema import EMA  # noqa: E402
-from fastdiff.lightning.callbacks.sampling import SamplingEvaluation, build_evaluation_callbacks  # noqa: E402
-from fastdiff.lightning.module import DiffusionModule  # noqa: E402
-from fastdiff.metrics import ReferenceStats, StatsMismatchError, save_stats  # noqa: E402
+from fastdiff.config import ConfigError
+from fastdiff.data import DiffusionDataModule
+from fastdiff.lightning.callbacks.ema import EMA
+from fastdiff.lightning.callbacks.sampling import SamplingEvaluation, build_evaluation_callbacks
+from fastdiff.lightning.module import DiffusionModule
+from fastdiff.metrics import ReferenceStats, StatsMismatchError, save_stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -39,21 +37,21 @@ def build(extra: dict[str, Any], shape: tuple[int, ...] = (2,), kind: str = "vec
 
 # ---- configuration ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra, match", [
-    ({"every_n_step": 5}, r"evaluation\[0\]\.every_n_step: unknown key; allowed: name, samplers"),
-    ({"samplers": [{"sampler": "restart", "nfe": 20, "opts": {}}]}, r"evaluation\[0\]\.samplers\[0\]\.opts: unknown key; allowed: sampler, nfe, options, label"),
+    ({"every_n_step": 5}, r"evaluation\[0\]\.every_n_step: unknown key — allowed: samplers, name"),
+    ({"samplers": [{"sampler": "restart", "nfe": 20, "opts": {}}]}, r"evaluation\[0\]\.samplers\[0\]\.opts: unknown key — allowed: sampler, nfe, options, label"),
     ({"samplers": [{"sampler": "ggf", "nfe": 20}]}, "adaptive: give tolerances as a list of option dicts"),
     ({"samplers": [{"sampler": "euler_maruyama"}]}, "nfe: required"),
     ({"samplers": [{"sampler": "nope", "nfe": 3}]}, "unknown sampler 'nope'"),
     ({"samplers": [{"sampler": "edm_heun", "nfe": 0}]}, "below its minimum"),
     ({"samplers": [{"sampler": "euler_maruyama", "nfe": 3, "options": {"foo": 1}}]}, "unknown option"),
     ({"samplers": [{"sampler": "euler_maruyama", "nfe": [3, 3]}]}, "appears twice; give the entries distinct labels"),
-    ({"n_samples": 10, "seeds": "0-4"}, r"evaluation\[0\]\.seeds: '0-4' give 5 seeds but n_samples is 10"),
-    ({"n_samples": 0}, r"evaluation\[0\]\.n_samples: must be a positive integer, got 0"),
-    ({"every_n_epochs": 1}, "exactly one of every_n_steps or every_n_epochs"),
+    ({"n_samples": 10, "seeds": "0-4"}, r"evaluation\[0\]\.seeds: '0-4' gives 5 seeds but n_samples is 10"),
+    ({"n_samples": 0}, r"evaluation\[0\]\.n_samples: 0 is out of range — must be >= 1"),
+    ({"every_n_epochs": 1}, r"evaluation\[0\]: both of every_n_steps and every_n_epochs given — give exactly one"),
     ({"metrics": ["fid"]}, "metric 'fid' needs image data"),
     ({"metrics": ["fd_digits"]}, "names data set 'digits', but the data set is 'toy2d'"),
     ({"metrics": ["mmdd"]}, r"evaluation\[0\]\.metrics: unknown metric 'mmdd'"),
-    ({"ema": "yes"}, r"evaluation\[0\]\.ema: expected bool"),
+    ({"ema": "yes"}, r"evaluation\[0\]\.ema: got str 'yes' — expected bool"),
     ({"features": {"vgg": {}}}, r"evaluation\[0\]\.features\.vgg: unknown feature extractor"),
 ])
 def test_config_errors_name_the_key(extra: dict[str, Any], match: str) -> None:

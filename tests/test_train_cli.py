@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from fastdiff.cli.train import main
+from fastdiff.cli.train import main, run_name
 from fastdiff.config import load_config
 
 TINY = ["data.name=toy2d", "data.n=2000", "data.batch_size=64", "net.name=mlp", "net.hidden=32", "net.depth=1",
@@ -26,7 +26,6 @@ def _scalar_steps(event_file: str, tag: str) -> list[int]:
 
 
 def test_train_end_to_end_and_resume(tmp_path, capsys):
-    torch.set_num_threads(1)
     out = str(tmp_path / "run")
     args = TINY + [EVAL, f"out_dir={out}"]
     assert main(args) == 0
@@ -52,7 +51,7 @@ def test_train_end_to_end_and_resume(tmp_path, capsys):
     assert model(torch.zeros(3, 2), torch.full((3,), 0.5)).shape == (3, 2)
 
     # TensorBoard got the training loss at every step 0..29
-    events = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    events = glob.glob(os.path.join(out, run_name(out), "events.out.tfevents.*"))
     assert len(events) == 1
     assert _scalar_steps(events[0], "train/loss") == list(range(30))
     assert _scalar_steps(events[0], "val/sliced_w/euler_maruyama/nfe4") == [20]  # the evaluation callback ran
@@ -68,7 +67,7 @@ def test_train_end_to_end_and_resume(tmp_path, capsys):
     last = torch.load(os.path.join(out, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True)
     assert last["global_step"] == 40 and last["callbacks"]["EMA"]["num_updates"] == 40
     assert os.path.isfile(os.path.join(out, "checkpoints", "step=40.ckpt"))
-    new_events = sorted(set(glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))) - set(events))
+    new_events = sorted(set(glob.glob(os.path.join(out, run_name(out), "events.out.tfevents.*"))) - set(events))
     assert len(new_events) == 1
     assert _scalar_steps(new_events[0], "train/loss") == list(range(30, 40))
 
@@ -153,7 +152,6 @@ def test_cli_resume_mid_epoch_is_exact(tmp_path, capsys):
     (weights and EMA). Epochs have 8 batches: step 10 is batch 2 of epoch 1 (a checkpoint written after fit
     stopped), step 5 batch 5 of epoch 0 (written by ModelCheckpoint during the epoch); the resumed epochs continue
     the same shuffled order, and dropout and noise are seeded by the step."""
-    torch.set_num_threads(1)
     straight, split, periodic, pruned = (str(tmp_path / name) for name in ("straight", "split", "periodic", "pruned"))
     keep_all = ["trainer.keep_last_k=null"]
     assert main(RESUME + ["trainer.max_steps=20", f"out_dir={straight}"]) == 0

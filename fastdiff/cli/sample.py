@@ -244,14 +244,18 @@ def run(p: Plan) -> dict[str, Any]:
     from fastdiff.lightning.callbacks.writer import SampleWriter, atomic_write
     from fastdiff.lightning.generate import GenerateModule
 
+    from fastdiff.lightning.callbacks.progress import StepProgressBar
+    from fastdiff.lightning.callbacks.threads import ThreadPolicy
+
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     tc = p.args["trainer"]
     writer = SampleWriter(p.store, p.fid)
     module = GenerateModule(p.model, p.sampler, p.seeds, p.args["batch"], p.store)
+    callbacks = [writer, ThreadPolicy(), *([StepProgressBar()] if p.args["progress"] else [])]
     trainer = pl.Trainer(accelerator=tc["accelerator"], devices=tc["devices"], num_nodes=tc["num_nodes"],
                          strategy=tc["strategy"], precision="32-true", logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=p.args["progress"], inference_mode=False,
-                         use_distributed_sampler=False, callbacks=[writer], default_root_dir=str(p.store.out_dir))
+                         use_distributed_sampler=False, callbacks=callbacks, default_root_dir=str(p.store.out_dir))
     trainer.predict(module, return_predictions=False)
     summary = {**writer.totals, "out": str(p.store.out_dir), "format": p.store.format, "seeds": p.args["seeds"],
                "batch": p.args["batch"], "checkpoint": os.path.abspath(p.args["ckpt"]), "ema": p.args["ema"],
@@ -285,7 +289,11 @@ def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
+    from fastdiff.cli.console import pop_verbose, start_job
+
+    verbose, argv = pop_verbose(argv)
     p = plan(parse_args(argv))
+    start_job(verbose)
     try:
         summary = run(p)
     except BaseException:

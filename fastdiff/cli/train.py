@@ -14,8 +14,9 @@ from torch import Tensor
 from fastdiff.cli import run_cli, split_cli_args
 from fastdiff.config import ConfigError, config_to_yaml, load_config
 
-USAGE = ("usage: python train.py [--config FILE] [--debug] [key=value ...]   (e.g. optim.lr=1e-3 trainer.max_steps=500); "
-         "bad input: one error line, exit 2 (FASTDIFF_DEBUG=1 or --debug shows the traceback)")
+USAGE = ("usage: python train.py [--config FILE] [--verbose] [--debug] [key=value ...]   "
+         "(e.g. optim.lr=1e-3 trainer.max_steps=500); bad input: one error line, exit 2 (FASTDIFF_DEBUG=1 or --debug "
+         "shows the traceback)")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TrainResult:
     samples: str | None
     out_dir: str
     is_global_zero: bool = True
+    already_finished: bool = False  # resumed from a checkpoint at or beyond max_steps: nothing was run
 
 
 # ---- sample grids -------------------------------------------------------------------------------------------
@@ -36,7 +38,7 @@ def save_samples_png(x: Tensor, path: str | os.PathLike[str], title: str = "") -
     if x.ndim == 4:
         from PIL import Image
 
-        from fastdiff.lightning.callbacks.sampling import image_grid
+        from fastdiff.utils.images import image_grid
 
         upscale = max(1, 64 // max(x.shape[-2:]))  # make tiny images (8x8 digits) visible
         Image.fromarray(image_grid(x, upscale=upscale, pad=max(2, upscale)).numpy()).save(path)
@@ -110,19 +112,29 @@ def preflight(cfg: dict[str, Any]) -> tuple[Any, tuple[int, ...], str | None]:
     return datamodule, data_shape, ckpt_path
 
 
-def build_trainer(cfg: dict[str, Any], callbacks: list[Any]) -> Any:
-    """Lightning Trainer: TensorBoard logs and periodic + last checkpoints under out_dir, the given callbacks (EMA
-    first, so evaluations at a step see that step's EMA weights), clipping, precision, devices and strategy."""
+def run_name(out_dir: str | os.PathLike[str]) -> str:
+    """The TensorBoard run name: the last component of out_dir (``runs/digits_vp`` -> ``digits_vp``)."""
+    return Path(os.path.abspath(out_dir)).name or "run"
+
+
+def build_trainer(cfg: dict[str, Any], callbacks: list[Any], progress: bool = True, verbose: bool = False) -> Any:
+    """Lightning Trainer: TensorBoard logs (``out_dir/<run name>``) and periodic + last checkpoints under out_dir,
+    the given callbacks (the evaluation callbacks find the EMA wherever it is listed), one step progress bar, the
+    CPU thread policy, clipping, precision, devices and strategy."""
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    from fastdiff.lightning.callbacks.progress import StepProgressBar
+    from fastdiff.lightning.callbacks.threads import ThreadPolicy
 
     tc, out_dir = cfg["trainer"], Path(cfg["out_dir"])
     # keep_last_k: the newest k periodic checkpoints (ranked by step); last.ckpt is always written, so resume holds
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="{step}", save_top_k=tc["keep_last_k"] or -1,
                                  monitor="step", mode="max", save_last=True,
                                  every_n_train_steps=tc["checkpoint_every_n_steps"], auto_insert_metric_name=True)
-    logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="", default_hp_metric=False)
+    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name(out_dir), version="", default_hp_metric=False)
+    extra = [ThreadPolicy(), *([StepProgressBar()] if progress else [])]
     clip = cfg["optim"]["grad_clip"]
     return Trainer(
         max_steps=tc["max_steps"], accelerator=tc["accelerator"], devices=tc["devices"], num_nodes=tc["num_nodes"],
@@ -130,8 +142,8 @@ def build_trainer(cfg: dict[str, Any], callbacks: list[Any]) -> Any:
         deterministic=tc["deterministic"], limit_val_batches=tc["limit_val_batches"],
         check_val_every_n_epoch=None, val_check_interval=min(tc["checkpoint_every_n_steps"], tc["max_steps"]),
         gradient_clip_val=clip if clip else None, gradient_clip_algorithm="norm",
-        callbacks=[*callbacks, checkpoint], logger=logger,
-        default_root_dir=str(out_dir), num_sanity_val_steps=0, enable_model_summary=True,
+        callbacks=[*callbacks, checkpoint, *extra], logger=logger, enable_progress_bar=progress,
+        default_root_dir=str(out_dir), num_sanity_val_steps=0, enable_model_summary=verbose,
     )
 
 
@@ -140,7 +152,13 @@ def _final_loss(trainer: Any) -> float:
     return float(loss) if loss is not None else float("nan")
 
 
-def train(cfg: dict[str, Any]) -> TrainResult:
+def checkpoint_step(path: str) -> int:
+    """The optimizer step a Lightning checkpoint was saved at (read without executing code)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt.get("global_step", 0))
+
+
+def train(cfg: dict[str, Any], progress: bool = True, verbose: bool = False) -> TrainResult:
     """Run one validated config: fit, final + last checkpoints, then the EMA sample grid (rank 0 writes files)."""
     from lightning.pytorch import seed_everything
 
@@ -149,6 +167,11 @@ def train(cfg: dict[str, Any]) -> TrainResult:
 
     datamodule, data_shape, ckpt_path = preflight(cfg)
     out_dir = Path(cfg["out_dir"])
+    if ckpt_path is not None:
+        done = checkpoint_step(ckpt_path)
+        if done >= cfg["trainer"]["max_steps"]:  # nothing to run: say so instead of fitting zero steps
+            return TrainResult(steps=done, final_loss=float("nan"), checkpoint=ckpt_path, samples=None,
+                               out_dir=str(out_dir), already_finished=True)
     seed_everything(cfg["seed"], workers=True, verbose=False)
     module = DiffusionModule(cfg, data_shape)
     ema = EMA(decay=cfg["ema"]["decay"], warmup=cfg["ema"]["warmup"])
@@ -158,7 +181,7 @@ def train(cfg: dict[str, Any]) -> TrainResult:
 
         evaluations = build_evaluation_callbacks(cfg["evaluation"], data_shape, datamodule.kind, data=cfg["data"])
     try:
-        trainer = build_trainer(cfg, [ema, *evaluations])
+        trainer = build_trainer(cfg, [ema, *evaluations], progress=progress, verbose=verbose)
     except Exception as err:  # noqa: BLE001 - Lightning rejects trainer options with several exception types
         raise ConfigError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
     created = not out_dir.exists()
@@ -201,8 +224,18 @@ def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
+    from fastdiff.cli.console import pop_verbose, start_job
+
+    verbose, argv = pop_verbose(argv)
     path, overrides = split_cli_args(argv)
-    result = train(load_config(path, overrides))
+    cfg = load_config(path, overrides)
+    start_job(verbose)
+    result = train(cfg, verbose=verbose)
+    if result.already_finished:
+        print(f"finished: {result.out_dir} already holds step {result.steps} (trainer.max_steps="
+              f"{cfg['trainer']['max_steps']}); nothing to do. Raise trainer.max_steps to train on "
+              f"({result.checkpoint}).")
+        return 0
     if result.is_global_zero:
         print(f"done: steps={result.steps} final_loss={result.final_loss:.4f} checkpoint={result.checkpoint} "
               f"samples={result.samples or '(none)'}")

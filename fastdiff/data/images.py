@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fastdiff.registry import DATASETS
+from fastdiff.utils.images import from_uint8
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES: dict[str, tuple[str, ...]] = {
@@ -18,9 +19,7 @@ CIFAR_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
-def uint8_to_unit(x: torch.Tensor) -> torch.Tensor:
-    """Map uint8 pixels 0..255 to float32 in [-1, 1] (x / 127.5 - 1)."""
-    return x.float() / 127.5 - 1.0
+uint8_to_unit = from_uint8  # uint8 pixels 0..255 -> float32 in [-1, 1] (x / 127.5 - 1)
 
 
 # ----------------------------------------------------------------------------------------- folder

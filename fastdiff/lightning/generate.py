@@ -53,6 +53,11 @@ class GenerateModule(LightningModule):
         return DataLoader(SeedBatches(batches, finished), batch_size=None, shuffle=False, num_workers=0,
                           collate_fn=_collate)
 
+    def rank_seed_count(self) -> int:
+        """Seeds in this rank's batches (finished ones included): the progress bar's total."""
+        return sum(len(b) for b in rank_batches(self.seeds, self.batch_size, self.trainer.world_size,
+                                                self.trainer.global_rank))
+
     def _draw(self, seeds: list[int]) -> tuple[Tensor, Tensor]:
         shape = (len(seeds), *self.store.data_shape)
         out = self.sampler.sample(self.model, self.model.process, shape, seeds=seeds, device=self.device)
@@ -100,8 +105,7 @@ class FIDRequest:
     data_shape: tuple[int, ...]
     data: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    metric: Any = None
-    extractor: Any = None
+    metrics: Any = None  # a fastdiff.evaluation.MetricSet of the one metric, after prepare()
 
     @property
     def names(self) -> tuple[str, str]:
@@ -125,25 +129,21 @@ class FIDRequest:
     def prepare(self, device: torch.device, broadcast: Callable[[Any], Any] | None = None,
                 write_cache: bool = True) -> None:
         """Build the feature extractor on every rank and check it against the reference statistics."""
-        from fastdiff.metrics.stats import EvalReferences
+        from fastdiff.evaluation.metric_set import MetricSet
 
         ext, name = self.names
-        refs = EvalReferences(feature_options={ext: self.options}, reference={ext: self.ref})
-        refs.prepare([name], self.data, self.data_shape, device, broadcast=broadcast, write_cache=write_cache)
-        self.extractor = refs.extractors[ext]
-        self.metric = refs.build_metrics([name], device)[name]
+        self.metrics = MetricSet([name], features={ext: self.options}, reference={ext: self.ref})
+        self.metrics.prepare(self.data, self.data_shape, device, broadcast=broadcast, write_cache=write_cache)
 
     def update(self, x: Tensor) -> None:
         """Add samples (data space, as stored) to the running statistics."""
-        if x.shape[0]:
-            with torch.no_grad():
-                self.metric.update(self.extractor(x))
+        self.metrics.update(x)
 
     def compute(self) -> dict[str, Any]:
         """{metric, value, ref, extractor}; value is None (with a reason) when fewer than 2 samples exist."""
         out: dict[str, Any] = {"metric": self.names[1], "value": None, "ref": self.ref, "extractor": self.extractor_id}
         try:
-            out["value"] = float(self.metric.compute())
+            out["value"] = self.metrics.compute_one(self.names[1])
         except ValueError as err:
             out["error"] = str(err)
         return out

@@ -93,10 +93,13 @@ def save_stats(stats: ReferenceStats, path: str | os.PathLike[str]) -> Path:
                               "source": np.str_(stats.source)}
     if stats.features is not None:
         arrays["features"] = stats.features.double().numpy()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    from fastdiff.utils.files import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: numpy must not append ".npz" to the temporary name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def load_stats(path: str | os.PathLike[str], extractor_id: str | None = None) -> ReferenceStats:
@@ -124,7 +127,7 @@ def load_stats(path: str | os.PathLike[str], extractor_id: str | None = None) ->
 # ---- metric names and references for an evaluation -------------------------------------------------------------
 EXTRACTORS = ("raw", "classifier", "inception")
 # data-module keys, not data set options
-LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_size", "hflip", "shuffle_seed")
+from fastdiff.schema.sections import LOADER_KEYS  # noqa: E402  (data-module keys, not the data set's options)
 _FIXED_METRICS = {"fid": ("frechet", "inception"), "kid": ("kid", "inception"), "raw_fd": ("frechet", "raw"),
                   "raw_kid": ("kid", "raw"), "sliced_w": ("sliced_w", "raw"), "mmd": ("mmd", "raw")}
 METRIC_HELP = ("fid, kid (Inception features), fd_<dataset>, kid_<dataset> (classifier features), raw_fd, raw_kid "

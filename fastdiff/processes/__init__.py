@@ -1,6 +1,7 @@
 """Forward processes: ``from fastdiff.processes import VE, VP, PSLD``."""
 from ..registry import PROCESSES, build
 from .base import EDMView, Process, append_dims
+from .phase_space import PhaseSpaceProcess
 from .psld import PSLD
 from .ve import VE
 from .vp import VP
@@ -11,4 +12,4 @@ def get_process(name: str, **kwargs) -> Process:
     return build(PROCESSES, name, **kwargs)
 
 
-__all__ = ["Process", "EDMView", "VE", "VP", "PSLD", "PROCESSES", "get_process", "append_dims"]
+__all__ = ["Process", "EDMView", "PhaseSpaceProcess", "VE", "VP", "PSLD", "PROCESSES", "get_process", "append_dims"]

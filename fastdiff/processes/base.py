@@ -140,7 +140,7 @@ class Process(ABC):
     def transition(self, z_s: Tensor, s: Tensor | float, t: Tensor | float, eps: Tensor) -> Tensor:
         """Sample p(z_t | z_s) for s <= t (Restart's forward jump)."""
         A, Q = self.transition_coeffs(self._time(s, z_s), self._time(t, z_s))
-        return self.apply(A, z_s) + self.apply(_chol(Q), eps)
+        return self.apply(A, z_s) + self.apply(block_cholesky(Q), eps)
 
     def prior_sample(self, eps: Tensor) -> Tensor:
         """Draw z_T from the prior, given standard normal ``eps`` of the state shape."""
@@ -187,8 +187,11 @@ class Process(ABC):
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
 
-def _chol(Q: Tensor) -> Tensor:
-    """Lower Cholesky of k x k PSD blocks, tolerant of zero (s == t) blocks."""
+def block_cholesky(Q: Tensor) -> Tensor:
+    """Lower Cholesky factor [B, k, k] of k x k (k = 1, 2) PSD blocks [B, k, k], tolerant of zero (s == t) blocks.
+
+    The one place the 2 x 2 factor is formed (PSLD kernel, transitions, the splitting samplers' OU steps).
+    """
     if Q.shape[-1] == 1:
         return Q.clamp_min(0).sqrt()
     l11, l21, l22 = safe_cholesky2(Q[:, 0, 0], Q[:, 0, 1], Q[:, 1, 1])

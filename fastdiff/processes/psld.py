@@ -7,12 +7,13 @@ import torch
 from torch import Tensor
 
 from ..registry import PROCESSES
-from .base import Process, safe_cholesky2
+from .base import block_cholesky
+from .phase_space import PhaseSpaceProcess
 
 
 @PROCESSES.register("psld")
 @dataclass
-class PSLD(Process):
+class PSLD(PhaseSpaceProcess):
     """PSLD: dx = (beta/2)(M^-1 m - Gamma x) dt + sqrt(Gamma beta) dw_x, dm = (beta/2)(-x - nu m) dt + sqrt(M nu beta) dw_m.
 
     ``gamma`` is Gamma (position friction), ``kappa`` the initial momentum variance factor (m0 ~ N(0, kappa M));
@@ -24,10 +25,6 @@ class PSLD(Process):
     nu: float | None = None
     kappa: float = 0.04
     t_eps_sample: float = 1e-3
-
-    augmented = True
-    k = 2
-    capabilities = frozenset({"phase_space"})
 
     def __post_init__(self) -> None:
         if self.nu is None:
@@ -84,10 +81,7 @@ class PSLD(Process):
 
     def marginal_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        cov = self.marginal_cov(t)
-        l11, l21, l22 = safe_cholesky2(cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1])
-        zero = torch.zeros_like(l11)
-        L = torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)
+        L = block_cholesky(self.marginal_cov(t))
         a = self._A(self.beta_integral(t))[:, :, 0]  # mean uses m0 = 0: only the x0 column
         return a, L
 

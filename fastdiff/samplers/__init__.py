@@ -1,10 +1,19 @@
-"""Sampler registry: ``get_sampler(name, nfe=N | steps=S, **options)``, ``list_samplers()``, ``register_sampler``."""
+"""Sampler registry: ``get_sampler(name, nfe=N | steps=S, **options)``, ``list_samplers()``, ``register_sampler``.
+
+Registration has one place: the ``@register_sampler("name")`` decorator on the class. Importing this package
+imports every module in it (sorted by name, below), so a new sampler file is registered by existing in this folder;
+nothing is listed by hand. Modules that define no sampler (base, grids, noise, options, adaptive) cost an import.
+"""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, Callable
 
 from ..registry import SAMPLERS
-from .base import (CountedScore, SampleResult, Sampler, SamplerError, SamplingNaNError, TimeGridSampler)
+from .adaptive import AdaptiveSampler
+from .base import (CountedScore, SampleResult, Sampler, SamplerError, SamplingNaNError, StepSampler,
+                   TimeGridSampler)
 from .noise import NoiseSource
 
 
@@ -30,8 +39,13 @@ def list_samplers() -> list[str]:
     return SAMPLERS.names()
 
 
-# sampler families register themselves on import
-from . import adaptive, edm, ode, restart, sde, splitting  # noqa: E402,F401
+def _import_all_modules() -> None:
+    """Import every module of this package so each ``@register_sampler`` runs (sorted: a deterministic order)."""
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{mod}")
 
-__all__ = ["get_sampler", "list_samplers", "register_sampler", "Sampler", "TimeGridSampler", "SampleResult",
-           "NoiseSource", "CountedScore", "SamplerError", "SamplingNaNError"]
+
+_import_all_modules()
+
+__all__ = ["get_sampler", "list_samplers", "register_sampler", "Sampler", "StepSampler", "AdaptiveSampler",
+           "TimeGridSampler", "SampleResult", "NoiseSource", "CountedScore", "SamplerError", "SamplingNaNError"]

@@ -106,64 +106,36 @@ class CountedScore:
 
 
 class Sampler:
-    """Base class. Subclasses define ``Options`` (a dataclass), ``nfe_for`` and ``run``."""
+    """Base of every sampler: typed ``Options``, process check, per-seed noise, counted NFE (``sample``).
+
+    How the cost is set is the subclass's business: :class:`StepSampler` (a step count / NFE budget) or
+    :class:`~fastdiff.samplers.adaptive.AdaptiveSampler` (tolerances; NFE counted while sampling).
+    """
 
     name: ClassVar[str] = "?"
     requires: ClassVar[str | None] = None  # process capability needed ("edm_view", "phase_space") or None
     stochastic: ClassVar[bool] = False
-    adaptive: ClassVar[bool] = False
-    min_steps: ClassVar[int] = 1
-    default_steps: ClassVar[int] = 50
+    adaptive: ClassVar[bool] = False  # read-only flag for callers (tables, schema); True on AdaptiveSampler
 
     @dataclass
     class Options:
         dtype: Literal["float32", "float64"] = "float32"
         compute_batch: int = 64  # rows per network call, 0 = the whole batch (see CountedScore)
 
-    def __init__(self, nfe: int | None = None, steps: int | None = None, **options: Any) -> None:
+    def __init__(self, **options: Any) -> None:
         self.options = build_options(self.Options, self.name, options)
         if self.options.compute_batch < 0:
             raise SamplerError(f"sampler {self.name!r}: compute_batch must be >= 0 (0 = whole batch), "
                                f"got {self.options.compute_batch}")
         self._check_options()
-        if nfe is not None and steps is not None:
-            raise SamplerError(f"sampler {self.name!r}: give nfe= or steps=, not both")
-        if steps is not None:
-            if not isinstance(steps, int) or isinstance(steps, bool) or steps < self.min_steps:
-                raise SamplerError(f"sampler {self.name!r}: steps must be an integer >= {self.min_steps}, got {steps!r}")
-            self.steps = steps
-        elif nfe is not None:
-            self.steps = self.steps_for(nfe)
-        else:
-            self.steps = self.default_steps
-        self.budget = nfe
 
-    # ---- budget ----------------------------------------------------------------------------------------
     def _check_options(self) -> None:
         """Hook for cross-option validation (raise SamplerError)."""
 
-    def nfe_for(self, steps: int) -> int:
-        """Counted score evaluations per sample for ``steps`` steps."""
-        raise NotImplementedError
-
     @property
     def min_nfe(self) -> int:
-        return self.nfe_for(self.min_steps)
-
-    def steps_for(self, nfe: int) -> int:
-        """Largest step count whose NFE does not exceed ``nfe``."""
-        if not isinstance(nfe, int) or isinstance(nfe, bool):
-            raise SamplerError(f"sampler {self.name!r}: nfe must be an integer, got {nfe!r}")
-        if nfe < self.min_nfe:
-            raise SamplerError(f"sampler {self.name!r}: NFE budget {nfe} is below its minimum {self.min_nfe}")
-        steps = self.min_steps
-        while self.nfe_for(steps + 1) <= nfe:
-            steps += 1
-        return steps
-
-    @property
-    def nfe(self) -> int:
-        return self.nfe_for(self.steps)
+        """The fewest score evaluations per sample this sampler can spend."""
+        raise NotImplementedError
 
     # ---- running ---------------------------------------------------------------------------------------
     @classmethod
@@ -221,15 +193,62 @@ class Sampler:
     # ---- save / load -----------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this sampler: ``get_sampler(**cfg)``."""
-        out: dict[str, Any] = {"name": self.name}
-        if not self.adaptive:
-            out["steps"] = self.steps
-        out.update(dataclasses.asdict(self.options))
-        return out
+        return {"name": self.name, **self.budget_config(), **dataclasses.asdict(self.options)}
+
+    def budget_config(self) -> dict[str, Any]:
+        """The budget part of :meth:`config` (none here; ``steps`` for a StepSampler)."""
+        return {}
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({opts})"
+
+
+class StepSampler(Sampler):
+    """Samplers whose cost is fixed by a step count: ``nfe=N`` picks the largest count with NFE <= N."""
+
+    min_steps: ClassVar[int] = 1
+    default_steps: ClassVar[int] = 50
+
+    def __init__(self, nfe: int | None = None, steps: int | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        if nfe is not None and steps is not None:
+            raise SamplerError(f"sampler {self.name!r}: give nfe= or steps=, not both")
+        if steps is not None:
+            if not isinstance(steps, int) or isinstance(steps, bool) or steps < self.min_steps:
+                raise SamplerError(f"sampler {self.name!r}: steps must be an integer >= {self.min_steps}, got {steps!r}")
+            self.steps = steps
+        elif nfe is not None:
+            self.steps = self.steps_for(nfe)
+        else:
+            self.steps = self.default_steps
+        self.budget = nfe
+
+    def nfe_for(self, steps: int) -> int:
+        """Counted score evaluations per sample for ``steps`` steps."""
+        raise NotImplementedError
+
+    @property
+    def min_nfe(self) -> int:
+        return self.nfe_for(self.min_steps)
+
+    def steps_for(self, nfe: int) -> int:
+        """Largest step count whose NFE does not exceed ``nfe``."""
+        if not isinstance(nfe, int) or isinstance(nfe, bool):
+            raise SamplerError(f"sampler {self.name!r}: nfe must be an integer, got {nfe!r}")
+        if nfe < self.min_nfe:
+            raise SamplerError(f"sampler {self.name!r}: NFE budget {nfe} is below its minimum {self.min_nfe}")
+        steps = self.min_steps
+        while self.nfe_for(steps + 1) <= nfe:
+            steps += 1
+        return steps
+
+    @property
+    def nfe(self) -> int:
+        return self.nfe_for(self.steps)
+
+    def budget_config(self) -> dict[str, Any]:
+        return {"steps": self.steps}
 
 
 def denoise_data_part(score: ScoreFn, process: Process, z: Tensor, t: Tensor) -> Tensor:
@@ -244,7 +263,7 @@ def cls_supports(cls: type[Sampler], process_cls: type) -> bool:
     return req is None or req in getattr(process_cls, "capabilities", frozenset())
 
 
-class TimeGridSampler(Sampler):
+class TimeGridSampler(StepSampler):
     """Samplers that step a time grid from T to t_eps and end with an optional Tweedie step."""
 
     nfe_per_step: ClassVar[int] = 1
@@ -254,7 +273,9 @@ class TimeGridSampler(Sampler):
         grid: Literal["uniform", "quadratic", "karras", "logsnr"] = "uniform"
         rho: float = 7.0
         t_eps: float | None = None
-        final_denoise: bool = True
+        final_denoise: bool = True  # one last score evaluation at t_eps (counted), of the kind final_step
+        # the final step: Tweedie denoise, or one noise-free Euler step of the reverse SDE from t_eps to 0
+        final_step: Literal["tweedie", "euler"] = "tweedie"
 
     def nfe_for(self, steps: int) -> int:
         return steps * self.nfe_per_step + int(self.options.final_denoise)
@@ -274,5 +295,13 @@ class TimeGridSampler(Sampler):
         raise NotImplementedError
 
     def finish(self, score: CountedScore, process: Process, z: Tensor, t_end: Tensor) -> Tensor:
-        """Tweedie denoising at t_end (1 NFE) when final_denoise is on; momentum is kept for PSLD."""
-        return denoise_data_part(score, process, z, t_end) if self.options.final_denoise else z
+        """The final step at t_end (1 NFE) when final_denoise is on: Tweedie (data part; momentum kept) or Euler.
+
+        ``final_step="euler"`` is the PSLD authors' convention: z <- z + t_end (-f + G G^T score(z, t_end)), one
+        noise-free Euler step of the reverse SDE from t_end to 0 (the whole state moves, momentum included).
+        """
+        if not self.options.final_denoise:
+            return z
+        if self.options.final_step == "euler":
+            return z - t_end.to(z.dtype) * process.reverse_drift(z, t_end, score(z, t_end))
+        return denoise_data_part(score, process, z, t_end)

@@ -1,7 +1,8 @@
 """Deterministic splitting integrators on the PSLD probability-flow ODE (Pandey, Rudolph & Mandt 2024).
 
-The PF-ODE drift splits into B (momentum) and A (position) flows (see ``phase_ops.py``). Schemes, per step
-from t down to t - h:
+The PF-ODE drift (the lambda = 0 member of the reverse-SDE family, see ``splitting.py``) splits into B (momentum)
+and A (position) flows: B: dm = x/2 + (M nu / 2)(s_m + M^-1 m), A: dx = -M^-1 m/2 + (Gamma/2)(s_x + x).
+Schemes, per step from t down to t - h:
 
 - ``ba``  (symplectic Euler): B(h), A(h). Naive: a fresh score before B and before A (2 NFE/step).
   Reduced: one score at the step start, reused by A (1 NFE/step).
@@ -20,11 +21,10 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..processes.base import Process
+from ..processes.phase_space import PhaseSpaceProcess
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
 from .noise import NoiseSource
-from .phase_ops import PhaseSpaceOps
 from .splitting import TimeLabel, step_time
 
 _NFE_PER_STEP = {("ba", False): 2, ("ba", True): 1, ("bab", False): 3, ("bab", True): 1}
@@ -55,36 +55,44 @@ class SplitODE(TimeGridSampler):
         extra = 1 if (o.scheme == "bab" and o.reduced) else 0
         return steps * _NFE_PER_STEP[(o.scheme, o.reduced)] + extra + int(o.final_denoise)
 
-    def integrate(self, score: CountedScore, process: Process, z: Tensor, ts: Tensor, noise: NoiseSource) -> Tensor:
-        ops = PhaseSpaceOps(process)
+    def integrate(self, score: CountedScore, process: PhaseSpaceProcess, z: Tensor, ts: Tensor,
+                  noise: NoiseSource) -> Tensor:
         if self.options.scheme == "ba":
-            return self._ba(ops, score, z, ts)
-        return self._bab(ops, score, z, ts)
+            return self._ba(process, score, z, ts)
+        return self._bab(process, score, z, ts)
 
-    def _ba(self, ops: PhaseSpaceOps, score: CountedScore, z: Tensor, ts: Tensor) -> Tensor:
+    @staticmethod
+    def b(process: PhaseSpaceProcess, z: Tensor, delta: float, s: Tensor) -> Tensor:
+        return process.kick_momentum(z, delta, s, 0.5, 0.5)
+
+    @staticmethod
+    def a(process: PhaseSpaceProcess, z: Tensor, delta: float, s: Tensor) -> Tensor:
+        return process.drift_position(z, delta, s, 0.5, 0.5)
+
+    def _ba(self, process: PhaseSpaceProcess, score: CountedScore, z: Tensor, ts: Tensor) -> Tensor:
         label = self.options.time_label or "start"
         for i in range(len(ts) - 1):
             t, t_next = ts[i], ts[i + 1]
-            d, tl = ops.delta(t, t_next), step_time(label, t, t_next)
+            d, tl = process.delta(t, t_next), step_time(label, t, t_next)
             s = score(z, tl)
-            z = ops.b_kick(z, d, s, ode=True)
+            z = self.b(process, z, d, s)
             if not self.options.reduced:
                 s = score(z, tl)
-            z = ops.a_drift(z, d, s, ode=True)
+            z = self.a(process, z, d, s)
         return z
 
-    def _bab(self, ops: PhaseSpaceOps, score: CountedScore, z: Tensor, ts: Tensor) -> Tensor:
+    def _bab(self, process: PhaseSpaceProcess, score: CountedScore, z: Tensor, ts: Tensor) -> Tensor:
         reduced = self.options.reduced
         s = score(z, ts[0]) if reduced else None
         for i in range(len(ts) - 1):
             t, t_next = ts[i], ts[i + 1]
-            d = ops.delta(t, t_next)
+            d = process.delta(t, t_next)
             if not reduced:
                 s = score(z, t)
-            z = ops.b_kick(z, 0.5 * d, s, ode=True)
+            z = self.b(process, z, 0.5 * d, s)
             if not reduced:
                 s = score(z, 0.5 * (t + t_next))
-            z = ops.a_drift(z, d, s, ode=True)
+            z = self.a(process, z, d, s)
             s = score(z, t_next)
-            z = ops.b_kick(z, 0.5 * d, s, ode=True)
+            z = self.b(process, z, 0.5 * d, s)
         return z

@@ -7,9 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
+from .sections import LOADER_KEYS
 from .types import ConfigError, check_dataclass, check_value, opt, show
-
-LOADER_ONLY = ("batch_size", "num_workers", "val_fraction", "val_size", "hflip", "shuffle_seed")
 
 
 @dataclass
@@ -102,7 +101,7 @@ def validate_evaluation(cfg_list: Any, data: dict[str, Any] | None = None, proce
             raise ConfigError(f"{where}.name: {cfg['name']!r} is used twice — give each evaluation a distinct name")
         names.add(cfg["name"])
         if cfg.get("data") is None and data:
-            cfg["data"] = {k: v for k, v in data.items() if k not in LOADER_ONLY}
+            cfg["data"] = {k: v for k, v in data.items() if k not in LOADER_KEYS}
         out.append(cfg)
     return out
 

@@ -1,6 +1,7 @@
 """Typed sections of the train config and of sample.py's arguments (one dataclass each, defaults written once)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -85,6 +86,9 @@ class DataLoaderConfig:
     val_size: int = opt(1024, ge=1)
     hflip: bool = False
     shuffle_seed: int | None = opt(None, ge=0)
+
+
+LOADER_KEYS = tuple(f.name for f in dataclasses.fields(DataLoaderConfig))  # data keys that are not the data set's
 
 
 @dataclass

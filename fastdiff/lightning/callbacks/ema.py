@@ -70,12 +70,17 @@ class EMA(Callback):
         torch._foreach_lerp_(shadows, params, 1.0 - d)
         self.num_updates += 1
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        # update once per optimizer step (gradient accumulation runs this hook without a step)
+    def catch_up(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Apply this optimizer step's update if it has not happened yet (idempotent within a step), so a callback
+        that runs before this one in the same hook still sees the EMA of the current step."""
+        # update once per optimizer step (gradient accumulation runs the hook without a step)
         if trainer.global_step != self._last_step:
             self._last_step = trainer.global_step
             self.update(pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.catch_up(trainer, pl_module)
 
     # ---- swapping ---------------------------------------------------------------------------------------
     @torch.no_grad()

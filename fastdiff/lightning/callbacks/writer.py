@@ -21,29 +21,19 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from fastdiff.utils.distributed import gather_lists, gather_rows
+from fastdiff.utils.files import TMP_MARK, atomic_write
+from fastdiff.utils.images import from_uint8, to_uint8
+
+__all__ = ["SampleStore", "SampleWriter", "is_image_shape", "load_samples", "read_png",
+           "TMP_MARK", "atomic_write", "to_uint8", "gather_rows", "gather_lists"]  # helpers re-exported for callers
+
 SHARD_RE = re.compile(r"shard_(\d+)-(\d+)\.npz")
-TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"
 
 
 def is_image_shape(data_shape: Sequence[int]) -> bool:
     """Whether samples of this shape are written as PNG images ([1 or 3, H, W])."""
     return len(data_shape) == 3 and int(data_shape[0]) in (1, 3)
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Images in [-1, 1] -> uint8 [0, 255] by rounding (values outside [-1, 1] are clipped)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class SampleStore:
@@ -163,7 +153,7 @@ class SampleStore:
 
     def as_model_space(self, stored: Tensor) -> Tensor:
         """Stored samples as the data-space float tensor metrics see (uint8 images back to [-1, 1])."""
-        return stored.float() / 127.5 - 1 if self.format == "png" else stored.float()
+        return from_uint8(stored) if self.format == "png" else stored.float()
 
 
 def read_png(path: Path) -> Tensor:
@@ -191,24 +181,6 @@ def load_samples(out_dir: str | os.PathLike[str]) -> tuple[list[int], Tensor]:
     if not files:
         raise FileNotFoundError(f"no samples (PNG files or shard_*.npz) under {root}")
     return [int(p.stem) for p in files], torch.stack([read_png(p) for p in files])
-
-
-def gather_rows(local: Tensor, world_size: int) -> Tensor:
-    """Every rank's 1-D tensor stacked into [world, k] on the CPU (all ranks must call this)."""
-    if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return local.reshape(1, -1).cpu()
-    parts = [torch.empty_like(local) for _ in range(world_size)]
-    torch.distributed.all_gather(parts, local)
-    return torch.stack(parts).cpu()
-
-
-def gather_lists(values: list[int], world_size: int) -> list[int]:
-    """Every rank's list concatenated (all ranks must call this)."""
-    if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return list(values)
-    parts: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(parts, list(values))
-    return [v for part in parts for v in part]
 
 
 class SampleWriter(Callback):
