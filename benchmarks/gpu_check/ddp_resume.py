@@ -55,7 +55,7 @@ def _scalars(out_dir: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     found: dict[str, list[tuple[int, float]]] = {}
-    for event_file in sorted((Path(out_dir) / "tensorboard").glob("events.out.tfevents.*")):
+    for event_file in sorted(Path(out_dir).rglob("events.out.tfevents.*")):  # TensorBoard run dir is named after out_dir
         acc = EventAccumulator(str(event_file))
         acc.Reload()
         for tag in acc.Tags()["scalars"]:

@@ -111,6 +111,11 @@ class FIDRequest:
     def names(self) -> tuple[str, str]:
         return metric_for_extractor(self.extractor_id)
 
+    @property
+    def extractor(self) -> Any:
+        """The feature extractor built by :meth:`prepare`."""
+        return self.metrics.extractor(self.names[1])
+
     def check(self) -> None:
         """Cheap checks before any sampling: the reference's features fit the checkpoint's data (kind, set, shape)."""
         ext, _ = self.names
