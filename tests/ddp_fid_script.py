@@ -60,7 +60,7 @@ def main() -> None:
     trainer, callbacks = run(devices)
     result = {"rank": trainer.global_rank, "world_size": trainer.world_size,
               "history": [cb.history for cb in callbacks],
-              "extractor": callbacks[0].refs.extractors["inception"].extractor_id}
+              "extractor": callbacks[0].evaluator.metric_set.extractor("fid").extractor_id}
     torch.save(result, os.path.join(out_dir, f"rank{trainer.global_rank}.pt"))
 
 
