@@ -1,4 +1,4 @@
-"""fastdiff.bench: the quality machinery on a tiny configuration, NFE accounting, peers skipped or checked."""
+"""benchmarks: the quality machinery on a tiny configuration, NFE accounting, peers skipped or checked."""
 from __future__ import annotations
 
 import math
@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from fastdiff.bench import peers
-from fastdiff.bench.biased import BiasedScore, perturbed
-from fastdiff.bench.noise import BatchNoise
-from fastdiff.bench.quality import Floor, QualityConfig, Row, SlicedW1, run_quality
-from fastdiff.bench.report import assemble
-from fastdiff.bench.specs import RunSpec, our_specs
-from fastdiff.bench.tables import bucket, quality_markdown, verdict
+from benchmarks import peers
+from benchmarks.biased import BiasedScore, perturbed
+from benchmarks.noise import BatchNoise
+from benchmarks.quality import Floor, QualityConfig, Row, SlicedW1, run_quality
+from benchmarks.report import assemble
+from benchmarks.specs import RunSpec, our_specs
+from benchmarks.tables import bucket, quality_markdown, verdict
 from fastdiff.metrics.toy import sliced_wasserstein
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
@@ -42,7 +42,7 @@ def test_tiny_quality_run_rows_and_nfe_accounting() -> None:
         # the benchmark's own score wrapper == the sampler's CountedScore == its declared nfe_for(steps)
         assert r.nfe == r.nfe_sampler == r.nfe_declared == expected_nfe[(r.label, r.budget)]
         assert r.sw is not None and math.isfinite(r.sw) and r.sw > 0
-    text = quality_markdown(res, TINY, "python -m fastdiff.bench quality --tiny", [])
+    text = quality_markdown(res, TINY, "python -m benchmarks quality --tiny", [])
     table = [ln for ln in text.splitlines() if ln.startswith("| edm_heun |") or ln.startswith("| euler_maruyama |")]
     assert len(table) == 2 and all(ln.count("|") == len(TINY.budgets) + 3 for ln in table)
     assert "| sampler | 10 | 20 | s |" in text

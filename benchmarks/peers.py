@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fastdiff.bench.specs import RunSpec
+from benchmarks.specs import RunSpec
 from fastdiff.processes.base import Process, append_dims
 from fastdiff.samplers.base import CountedScore
 from fastdiff.samplers.grids import edm_sigma_range

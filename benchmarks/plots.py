@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastdiff.bench.quality import QualityResult
+    from benchmarks.quality import QualityResult
 
 
 def plot_quality(res: "QualityResult", budgets: tuple[int, ...], out_dir: Path) -> list[Path]:

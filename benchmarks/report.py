@@ -5,7 +5,7 @@ import argparse
 import re
 from pathlib import Path
 
-from fastdiff.bench.meta import REPO, RESULTS
+from benchmarks.meta import REPO, RESULTS
 
 ORDER = ("quality", "speed", "restart", "ggf", "splitting", "throughput", "nfe_accounting")
 
@@ -18,10 +18,10 @@ Reproduce:
 
 ```bash
 bash benchmarks/setup_peers.sh                          # .venv-bench: fastdiff + k-diffusion + torchsde (peers only)
-nice -n 10 .venv-bench/bin/python -m fastdiff.bench quality [--ckpt CKPT ...]   # ~25 min, 1 thread
-nice -n 10 .venv-bench/bin/python -m fastdiff.bench speed
-python -m fastdiff.bench restart|ggf|splitting|throughput [script args]      # the per-paper scripts
-python -m fastdiff.bench report                         # rebuilds this file from benchmarks/results/*.md
+nice -n 10 .venv-bench/bin/python -m benchmarks quality [--ckpt CKPT ...]   # ~25 min, 1 thread
+nice -n 10 .venv-bench/bin/python -m benchmarks speed
+python -m benchmarks restart|ggf|splitting|throughput [script args]      # the per-paper scripts
+python -m benchmarks report                         # rebuilds this file from benchmarks/results/*.md
 ```
 
 The peers (k-diffusion, torchsde) are never dependencies of fastdiff; without them the runs say so and carry on.

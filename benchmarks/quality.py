@@ -1,8 +1,8 @@
 """Quality per NFE: every registered sampler and the peers on oracle mixtures and trained toy networks.
 
-    python -m fastdiff.bench quality [--n 1000] [--quick] [--ckpt PATH ...] [--no-peers]
+    python -m benchmarks quality [--n 1000] [--quick] [--ckpt PATH ...] [--no-peers]
 
-For each problem (process x target x scenario, see :mod:`fastdiff.bench.problems`) every sampler that supports the
+For each problem (process x target x scenario, see :mod:`benchmarks.problems`) every sampler that supports the
 process runs at every NFE budget (fixed-step samplers: the largest step count whose NFE fits) or over a tolerance
 sweep (adaptive ones, placed in the smallest budget column their measured NFE fits). Metric: sliced Wasserstein-1
 (256 directions) to a fixed 10000-sample exact reference set, RBF MMD^2 alongside; noise floor: the same metric
@@ -24,10 +24,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fastdiff.bench import meta
-from fastdiff.bench.noise import BatchNoise
-from fastdiff.bench.problems import PROCESSES, SCENARIOS, TARGETS, Problem, oracle_problem, trained_problem
-from fastdiff.bench.specs import BUDGETS, RunSpec, build_sampler, our_specs
+from benchmarks import meta
+from benchmarks.noise import BatchNoise
+from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem, oracle_problem, trained_problem
+from benchmarks.specs import BUDGETS, RunSpec, build_sampler, our_specs
 from fastdiff.metrics.toy import mmd_rbf, random_directions
 from fastdiff.oracle import GaussianMixture
 from fastdiff.samplers import SamplingNaNError, list_samplers
@@ -173,7 +173,7 @@ def budgets_for(problem: Problem, cfg: QualityConfig) -> tuple[int, ...]:
 
 def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, scorer: Scorer) -> Row:
     """Run one spec on one problem; failures become a status, never an exception."""
-    from fastdiff.bench import peers
+    from benchmarks import peers
 
     row = Row(problem.key, spec.family, spec.label, spec.method, spec.budget, spec.tol)
     counter = CallCounter(problem.score_fn, cfg.n)
@@ -211,7 +211,7 @@ def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, scorer: Scorer)
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None) -> QualityResult:
     """Run every problem x spec of the config (no files written)."""
-    from fastdiff.bench import peers
+    from benchmarks import peers
 
     start = time.perf_counter()
     missing = peers.missing_peers() if cfg.peers else []
@@ -299,8 +299,8 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
 
 
 def main(args: argparse.Namespace) -> None:
-    from fastdiff.bench.plots import plot_quality
-    from fastdiff.bench.tables import quality_markdown
+    from benchmarks.plots import plot_quality
+    from benchmarks.tables import quality_markdown
 
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)

@@ -3,7 +3,7 @@
 Targets: the 2-D toy2d rings (8 Gaussians, radius sqrt 2, std 0.1: the law the toy2d networks are trained on) and
 a 16-D anisotropic mixture (``GaussianMixture.random(6, 16, seed=0)``, covariance eigenvalues spread 10x).
 Scenarios: ``exact`` (the oracle score), ``biased`` (exact below sigma_b, a perturbed mixture's score above:
-:mod:`fastdiff.bench.biased`) and ``trained`` (a toy2d network loaded from a checkpoint; target = its rings).
+:mod:`benchmarks.biased`) and ``trained`` (a toy2d network loaded from a checkpoint; target = its rings).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from fastdiff.bench.biased import BiasedScore, perturbed
+from benchmarks.biased import BiasedScore, perturbed
 from fastdiff.data.toy2d import rings_mixture
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP

@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from fastdiff.bench import meta
-from fastdiff.bench.peers import MISSING
+from benchmarks import meta
+from benchmarks.peers import MISSING
 
 if TYPE_CHECKING:
-    from fastdiff.bench.quality import Floor, QualityConfig, QualityResult, Row
+    from benchmarks.quality import Floor, QualityConfig, QualityResult, Row
 
 
 def bucket(nfe: float | None, budgets: tuple[int, ...]) -> int | None:
@@ -152,7 +152,7 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", command: str, p
         "against 500 reference samples) is in quality.csv. Noise floor: the same metric for independent sets of "
         "n exact samples (mean ± std of 5): a perfect sampler scores there. Random draws: one batched generator "
         "per run, the same "
-        "seed for every run of a problem (`fastdiff.bench.noise.BatchNoise`).", "", peers_line, "",
+        "seed for every run of a problem (`benchmarks.noise.BatchNoise`).", "", peers_line, "",
         f"Total run time: {res.seconds / 60:.1f} min.", ""])
     head, losses, nominal = headline(res)
     lines += ["### Headline: our best vs the peers' best per NFE", "",
