@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     quality.add_arguments(sub.add_parser("quality", help="quality per NFE vs peers on oracle mixtures and toy nets"))
     speed.add_arguments(sub.add_parser("speed", help="sampler / training overheads as ratios, sample.py scaling"))
+    from benchmarks import checkpoints
+
+    checkpoints.add_arguments(sub.add_parser("checkpoints", help="train the benchmark's small networks when absent"))
     rep = sub.add_parser("report", help="assemble BENCHMARKS.md from benchmarks/results/*.md")
     rep.add_argument("--out", default=None, help="output file (default: BENCHMARKS.md at the repo root)")
     for name, path in SCRIPTS.items():
@@ -38,6 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import speed
 
         speed.main(args)
+    elif args.command == "checkpoints":
+        from benchmarks import checkpoints
+
+        sys.exit(checkpoints.main(args))
     elif args.command == "report":
         from benchmarks import report
 

@@ -1,13 +1,14 @@
-"""Quality per NFE: every registered sampler and the peers on oracle mixtures and trained toy networks.
+"""Quality per NFE: every registered sampler and the peers on Gaussian-mixture oracles and trained toy networks.
 
-    python -m benchmarks quality [--n 1000] [--quick] [--ckpt PATH ...] [--no-peers]
+    python -m benchmarks quality [--n 2000] [--quick] [--trained] [--ckpt PATH ...] [--no-peers]
 
 For each problem (process x target x scenario, see :mod:`benchmarks.problems`) every sampler that supports the
 process runs at every NFE budget (fixed-step samplers: the largest step count whose NFE fits) or over a tolerance
-sweep (adaptive ones, placed in the smallest budget column their measured NFE fits). Metric: sliced Wasserstein-1
-(256 directions) to a fixed 10000-sample exact reference set, RBF MMD^2 alongside; noise floor: the same metric
-for independent sets of n exact samples. NFE is counted by wrapping the score function and checked against each
-sampler's own accounting. Writes benchmarks/results/quality.md, quality.csv and quality_<scenario>.png.
+sweep (adaptive ones, placed in the smallest budget column their measured NFE fits). Primary metric: the signed
+exact log-likelihood gap with its SE, per-mode dispersion and mode-weight error, pathwise error of deterministic
+samplers to a converged reference solve (:mod:`benchmarks.instrument`); SW1 and MMD^2 as secondary columns. NFE is
+counted by wrapping the score function and checked against each sampler's own accounting. Writes
+benchmarks/results/quality.md and quality.csv.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,13 +27,15 @@ from torch import Tensor
 
 from benchmarks import meta
 from benchmarks.noise import BatchNoise
+from benchmarks.instrument import Instrument, Metrics, pathwise_error
 from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem, oracle_problem, trained_problem
 from benchmarks.specs import BUDGETS, RunSpec, build_sampler, our_specs
-from fastdiff.metrics.toy import mmd_rbf, random_directions
-from fastdiff.oracle import GaussianMixture
-from fastdiff.samplers import SamplingNaNError, list_samplers
+from fastdiff.metrics.toy import random_directions
+from fastdiff.registry import SAMPLERS
+from fastdiff.samplers import SamplingNaNError, get_sampler, list_samplers
 
-QUICK_BUDGETS: tuple[int, ...] = (10, 50, 200)
+QUICK_BUDGETS: tuple[int, ...] = (6, 10, 20)
+REFERENCE_SAMPLERS = ("edm_heun", "ode_heun")  # the converged ODE solve for pathwise errors: first that supports
 
 
 class CallCounter:
@@ -53,16 +56,6 @@ class CallCounter:
     @property
     def nfe(self) -> float:
         return self.rows / self.n
-
-
-@dataclass
-class Floor:
-    """Metric between independent exact target sets: mean and std over ``sets`` pairs."""
-
-    sw: float
-    sw_std: float
-    mmd: float
-    mmd_std: float
 
 
 class SlicedW1:
@@ -88,30 +81,6 @@ class SlicedW1:
         return (xs[:, :, None] - self.ref_sorted).abs().mean(dtype=torch.float64).item()
 
 
-class Scorer:
-    """SW1 (and MMD^2) of n samples against a fixed large exact reference set; the noise floor of n exact samples.
-
-    SW1 rather than SW2: on ~1000 samples SW2 is dominated by the sparse tails of the projections (its floor std
-    is as large as the discretisation errors we want to see); a 10000-sample reference makes the
-    reference's share of the noise small. MMD^2 (quadratic cost) compares the first ``n_mmd`` samples of each side.
-    """
-
-    def __init__(self, mix: GaussianMixture, n: int, seed: int = 1000, sets: int = 5, n_ref: int = 10000,
-                 n_mmd: int = 500) -> None:
-        n_ref = n * max(1, -(-n_ref // n))  # a multiple of n, at least n_ref
-        self.ref = mix.sample(n_ref, torch.Generator().manual_seed(seed))
-        self.n_mmd = min(n, n_mmd)
-        self.ref_mmd = self.ref[:self.n_mmd]
-        self.sw1 = SlicedW1(self.ref, n)
-        vals = torch.tensor([self(mix.sample(n, torch.Generator().manual_seed(seed + 1 + i))) for i in range(sets)])
-        self.floor = Floor(vals[:, 0].mean().item(), vals[:, 0].std().item(), vals[:, 1].mean().item(),
-                           vals[:, 1].std().item())
-
-    def __call__(self, x: Tensor) -> tuple[float, float]:
-        x = x.double().reshape(x.shape[0], -1)
-        return self.sw1(x), mmd_rbf(x[:self.n_mmd], self.ref_mmd).item()
-
-
 @dataclass
 class Row:
     """One run's result (one line of quality.csv)."""
@@ -125,23 +94,36 @@ class Row:
     nfe: float | None = None  # counted by the benchmark's wrapper, mean per sample
     nfe_sampler: float | None = None  # counted by the sampler's own CountedScore (ours) / the peer adapter's
     nfe_declared: float | None = None  # the sampler's own accounting (nfe_for(steps), a peer's formula or info)
+    deterministic: bool = False
+    gap: float | None = None  # signed mean log-likelihood gap (> 0 blurred, < 0 over-sharp)
+    gap_se: float | None = None
+    disp: float | None = None  # dispersion ratio, weighted geometric mean over modes
+    disp_worst: float | None = None
+    wtv: float | None = None  # mode-weight total variation
+    path: float | None = None  # pathwise RMS error to the reference solve (deterministic samplers)
     sw: float | None = None
     mmd: float | None = None
     seconds: float = 0.0
     status: str = "ok"
     note: str = ""  # e.g. how many samples an adaptive sampler stopped at its NFE cap
+    metrics: Metrics | None = field(default=None, repr=False)  # in memory only (per-sample log p for pairing)
+
+    @property
+    def abs_gap(self) -> float | None:
+        return None if self.gap is None else abs(self.gap)
 
 
 @dataclass
 class QualityConfig:
-    n: int = 500
-    n_ref: int = 10000  # exact reference samples for SW1 (rounded up to a multiple of n)
+    n: int = 2000
+    n_ref: int = 40000  # exact reference samples (rounded up to a multiple of n)
+    ref_nfe: int = 399  # NFE of the converged reference solve for pathwise errors (checked against half of it)
     budgets: tuple[int, ...] = BUDGETS
     processes: tuple[str, ...] = tuple(PROCESSES)
-    targets: tuple[str, ...] = tuple(TARGETS)
-    scenarios: tuple[str, ...] = SCENARIOS
+    targets: tuple[str, ...] = ("image64", "rings2d")
+    scenarios: tuple[str, ...] = ("exact",)
     ckpts: tuple[str, ...] = ()
-    trained_max_nfe: int = 200  # trained networks cost ~10x the oracle per call: budgets above this are left out
+    trained_max_nfe: int = 100  # trained networks cost ~10x the oracle per call: budgets above this are left out
     samplers: list[str] | None = None  # None: every registered sampler
     peers: bool = True
     seed: int = 0
@@ -153,7 +135,8 @@ class QualityConfig:
 @dataclass
 class QualityResult:
     problems: list[Problem]
-    floors: dict[str, Floor]
+    instruments: dict[str, Instrument]
+    ref_error: dict[str, float]  # problem -> pathwise RMS between the reference solve and one at half its NFE
     rows: list[Row]
     budgets: dict[str, tuple[int, ...]]  # problem key -> its NFE budgets
     missing_peers: list[str] = field(default_factory=list)
@@ -171,34 +154,60 @@ def budgets_for(problem: Problem, cfg: QualityConfig) -> tuple[int, ...]:
     return tuple(b for b in cfg.budgets if b <= cfg.trained_max_nfe) or cfg.budgets[:1]
 
 
-def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, scorer: Scorer) -> Row:
+def deterministic(spec: RunSpec) -> bool:
+    """Whether a run is a deterministic solve (pathwise error defined): ours by the sampler class, peers by name."""
+    from benchmarks import peers
+
+    if spec.family == "fastdiff":
+        return not SAMPLERS.get(spec.method).stochastic
+    return spec.method in peers.DETERMINISTIC
+
+
+def draw(spec: RunSpec, problem: Problem, cfg: QualityConfig, counter: "CallCounter", row: Row) -> Tensor:
+    """Samples of one run (fills the row's NFE accounting and note); raises on failure."""
+    from benchmarks import peers
+
+    noise = BatchNoise(range(cfg.n), base_seed=cfg.seed)  # the same draws (prior first) for every run of a problem
+    shape = (cfg.n, *problem.shape)
+    if spec.family == "fastdiff":
+        sampler = build_sampler(spec)
+        with warnings.catch_warnings():  # ggf warns when samples hit max_nfe: recorded in the note instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = sampler.sample(counter, problem.process, shape, noise=noise)
+        x, row.nfe_sampler = res.x, float(res.nfe)
+        stopped = res.info.get("stopped")
+        if isinstance(stopped, Tensor) and bool(stopped.any()):
+            row.note = f"{int(stopped.sum())}/{cfg.n} samples stopped at max_nfe"
+        row.nfe_declared = None if spec.adaptive else float(sampler.nfe)
+    else:
+        kw = {"cap": 2 * max(budgets_for(problem, cfg))}
+        pres = peers.run_peer(spec, counter, problem.process, shape, noise, seed=cfg.seed, **kw)
+        x, row.nfe_sampler, row.nfe_declared = pres.x, pres.nfe, pres.nfe_declared
+    return x
+
+
+def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, instrument: Instrument | None,
+            x_ref: Tensor | None = None) -> Row:
     """Run one spec on one problem; failures become a status, never an exception."""
     from benchmarks import peers
 
-    row = Row(problem.key, spec.family, spec.label, spec.method, spec.budget, spec.tol)
+    row = Row(problem.key, spec.family, spec.label, spec.method, spec.budget, spec.tol,
+              deterministic=deterministic(spec))
     counter = CallCounter(problem.score_fn, cfg.n)
-    noise = BatchNoise(range(cfg.n), base_seed=cfg.seed)  # the same draws for every run of a problem
-    shape = (cfg.n, problem.dim)
     start = time.perf_counter()
     try:
-        if spec.family == "fastdiff":
-            sampler = build_sampler(spec)
-            with warnings.catch_warnings():  # ggf warns when samples hit max_nfe: recorded in the note instead
-                warnings.simplefilter("ignore", RuntimeWarning)
-                res = sampler.sample(counter, problem.process, shape, noise=noise)
-            x, row.nfe_sampler = res.x, float(res.nfe)
-            stopped = res.info.get("stopped")
-            if isinstance(stopped, Tensor) and bool(stopped.any()):
-                row.note = f"{int(stopped.sum())}/{cfg.n} samples stopped at max_nfe"
-            row.nfe_declared = None if spec.adaptive else float(sampler.nfe)
-        else:
-            kw = {"cap": 2 * max(budgets_for(problem, cfg))}
-            pres = peers.run_peer(spec, counter, problem.process, shape, noise, seed=cfg.seed, **kw)
-            x, row.nfe_sampler, row.nfe_declared = pres.x, pres.nfe, pres.nfe_declared
+        x = draw(spec, problem, cfg, counter, row)
         row.nfe = counter.nfe
         if not bool(torch.isfinite(x).all()):
             raise SamplingNaNError(spec.label, [])
-        row.sw, row.mmd = scorer(x)
+        if instrument is not None:
+            m = row.metrics = instrument(x)
+            row.gap, row.gap_se, row.disp, row.disp_worst, row.wtv, row.sw, row.mmd = (
+                m.gap, m.gap_se, m.disp, m.disp_worst, m.wtv, m.sw, m.mmd)
+        elif problem.metric is not None:  # a network without an exact density (digits): its own metric and SE
+            row.gap, row.gap_se = problem.metric(x)
+        if x_ref is not None and row.deterministic:
+            row.path = pathwise_error(x, x_ref)
     except SamplingNaNError:
         row.status, row.nfe = "nan", counter.nfe
     except peers.NFECapExceeded as err:
@@ -207,6 +216,22 @@ def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, scorer: Scorer)
         row.status, row.nfe = f"error: {type(err).__name__}: {str(err).splitlines()[0][:120]}", counter.nfe
     row.seconds = time.perf_counter() - start
     return row
+
+
+def reference_solve(problem: Problem, cfg: QualityConfig) -> tuple[Tensor | None, float]:
+    """A converged probability-flow solve from the same prior draws (for pathwise errors) and its own error: the
+    RMS difference to the same solver at about half the NFE (a 2nd-order solver's error at NFE N is then about a
+    third of that difference, so the reported number bounds the reference's error)."""
+    name = next((s for s in REFERENCE_SAMPLERS if s in list_samplers()
+                 and SAMPLERS.get(s).supports(problem.process)), None)
+    if name is None or cfg.ref_nfe <= 0:
+        return None, float("nan")
+    out = []
+    for nfe in (cfg.ref_nfe, cfg.ref_nfe // 2):
+        row = Row(problem.key, "fastdiff", name, name, nfe, None)
+        out.append(draw(RunSpec("fastdiff", name, budget=nfe), problem, cfg, CallCounter(problem.score_fn, cfg.n),
+                        row))
+    return out[0], pathwise_error(out[1], out[0])
 
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None) -> QualityResult:
@@ -218,62 +243,78 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None)
     if missing:
         log(f"{peers.MISSING}: {', '.join(missing)} missing; carrying on without them")
     problems = problems_of(cfg)
-    floors, rows, budgets = {}, [], {}
+    instruments, ref_error, rows, budgets = {}, {}, [], {}
     for problem in problems:
         t0 = time.perf_counter()
         budgets[problem.key] = bud = budgets_for(problem, cfg)
-        scorer = Scorer(problem.mixture, cfg.n, n_ref=cfg.n_ref)
-        floors[problem.key] = scorer.floor
+        if problem.mixture is not None:
+            instruments[problem.key] = Instrument(problem.mixture, cfg.n, n_ref=cfg.n_ref)
+        x_ref, ref_error[problem.key] = reference_solve(problem, cfg) if problem.pathwise else (None, float("nan"))
+        log(f"{problem.key}: setup {time.perf_counter() - t0:.0f} s, reference error {ref_error[problem.key]:.2e}")
         specs = our_specs(problem.process, bud, cfg.samplers,
                           **({"ggf_eps_rel": cfg.ggf_eps_rel} if cfg.ggf_eps_rel is not None else {}))
         if cfg.peers:
             opts = {k: v for k, v in (("k_rtols", cfg.k_rtols), ("sde_tols", cfg.sde_tols)) if v is not None}
-            specs += peers.peer_specs(problem.process, bud, **opts)
+            specs += peers.peer_specs(problem.process, bud, default_ending="image64" in problem.key, **opts)
         for spec in specs:
-            rows.append(run_one(spec, problem, cfg, scorer))
+            rows.append(run_one(spec, problem, cfg, instruments.get(problem.key), x_ref))
             r = rows[-1]
-            nfe, sw = (float("nan") if v is None else v for v in (r.nfe, r.sw))
-            log(f"  {problem.key:24s} {r.label:28s} nfe {nfe:7.1f} sw {sw:.4f} {r.seconds:6.2f}s "
-                f"{r.status if r.status != 'ok' else ''}")
+            nfe, gap, se, path = (float("nan") if v is None else v for v in (r.nfe, r.gap, r.gap_se, r.path))
+            log(f"  {problem.key:24s} {r.label:28s} nfe {nfe:6.1f} gap {gap:+9.3f} ± {se:.3f} path {path:.2e} "
+                f"{r.seconds:6.2f}s {r.status if r.status != 'ok' else ''}")
         log(f"{problem.key}: {len(specs)} runs in {time.perf_counter() - t0:.0f} s")
-    return QualityResult(problems, floors, rows, budgets, missing, time.perf_counter() - start)
+    return QualityResult(problems, instruments, ref_error, rows, budgets, missing, time.perf_counter() - start)
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])) if rows else ["problem"])
+        names = [k.name for k in fields(Row) if k.name != "metrics"]
+        w = csv.DictWriter(f, fieldnames=names)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v)
-                        for k, v in asdict(r).items()})
+                        for k, v in ((k, getattr(r, k)) for k in names)})
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--n", type=int, default=None, help="samples per run (default 500, quick 300)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: NFE 10/50/200, fewer problems, n = 300")
-    ap.add_argument("--ckpt", action="append", default=[],
-                    help="a toy2d rings checkpoint (repeatable): the trained scenario")
-    ap.add_argument("--trained-max-nfe", type=int, default=200, help="largest NFE budget for --ckpt networks")
-    ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion and torchsde")
+    ap.add_argument("--n", type=int, default=None, help="samples per run (default 2000, quick 500)")
+    ap.add_argument("--n-ref", type=int, default=None, help="exact reference samples (default 40000)")
+    ap.add_argument("--ref-nfe", type=int, default=None, help="NFE of the pathwise reference solve (default 399)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: NFE 6/10/20, 2-D rings only, n = 500")
+    ap.add_argument("--trained", action="store_true",
+                    help="add every network cached by `python -m benchmarks checkpoints`")
+    ap.add_argument("--ckpt", action="append", default=[], help="a toy2d rings or digits checkpoint (repeatable)")
+    ap.add_argument("--trained-max-nfe", type=int, default=100, help="largest NFE budget for trained networks")
+    ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion, diffusers and torchsde")
     ap.add_argument("--samplers", default=None, help="comma-separated subset of our samplers (default: all)")
-    ap.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: 10,20,...,1000)")
+    ap.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: 5,6,8,...,100)")
     ap.add_argument("--processes", default=None, help=f"comma-separated subset of {','.join(PROCESSES)}")
     ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(TARGETS)}")
     ap.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)}")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", default=str(meta.RESULTS), help="where quality.md/.csv/.png go")
+    ap.add_argument("--out-dir", default=str(meta.RESULTS), help="where quality.md/.csv go")
+
+
+def _bad(what: str, allowed: str) -> SystemExit:
+    print(f"error: {what} — {allowed}", file=sys.stderr)
+    return SystemExit(2)
 
 
 def config_from_args(args: argparse.Namespace) -> QualityConfig:
-    cfg = QualityConfig(ckpts=tuple(args.ckpt), peers=not args.no_peers, seed=args.seed,
+    """The run's configuration; bad input raises SystemExit(2) after one ``error:`` line, before any work."""
+    from benchmarks.checkpoints import cached
+
+    ckpts = list(args.ckpt) + ([str(p) for p in cached().values()] if args.trained else [])
+    cfg = QualityConfig(ckpts=tuple(dict.fromkeys(ckpts)), peers=not args.no_peers, seed=args.seed,
                         trained_max_nfe=args.trained_max_nfe,
                         samplers=args.samplers.split(",") if args.samplers else None)
     if args.quick:
-        cfg.n, cfg.budgets, cfg.targets, cfg.scenarios = 300, QUICK_BUDGETS, ("rings2d",), ("exact", "biased")
+        cfg.n, cfg.budgets, cfg.targets, cfg.n_ref = 500, QUICK_BUDGETS, ("rings2d",), 10000
         cfg.ggf_eps_rel, cfg.k_rtols, cfg.sde_tols = (0.2, 0.05), (0.1, 0.02), (0.2, 0.05)
-    if args.n is not None:
-        cfg.n = args.n
+    for name in ("n", "n_ref", "ref_nfe"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     allowed = {"processes": tuple(PROCESSES), "targets": tuple(TARGETS), "scenarios": SCENARIOS}
     for name, ok in allowed.items():
         value = getattr(args, name)
@@ -281,25 +322,28 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
             chosen = tuple(v.strip() for v in value.split(",") if v.strip())
             bad = [v for v in chosen if v not in ok]
             if bad:
-                raise SystemExit(f"quality: --{name} {','.join(bad)} unknown; allowed: {', '.join(ok)}")
+                raise _bad(f"quality --{name} {','.join(bad)} unknown", f"allowed: {', '.join(ok)}")
             setattr(cfg, name, chosen)
     if args.budgets:
         try:
             cfg.budgets = tuple(sorted({int(v) for v in args.budgets.split(",") if v.strip()}))
         except ValueError:
-            raise SystemExit(f"quality: --budgets must be comma-separated integers, got {args.budgets!r}") from None
+            raise _bad(f"quality --budgets {args.budgets!r} is not a list of integers",
+                       "comma-separated positive integers") from None
         if not cfg.budgets or cfg.budgets[0] < 1:
-            raise SystemExit(f"quality: --budgets must be positive integers, got {args.budgets!r}")
+            raise _bad(f"quality --budgets {args.budgets!r}", "comma-separated positive integers")
     unknown = [name for name in cfg.samplers or [] if name not in list_samplers()]
     if unknown:
-        raise SystemExit(f"quality: --samplers {','.join(unknown)} unknown; registered: {', '.join(list_samplers())}")
-    if cfg.n < 2:
-        raise SystemExit(f"quality: --n must be >= 2, got {cfg.n}")
+        raise _bad(f"quality --samplers {','.join(unknown)} unknown", f"registered: {', '.join(list_samplers())}")
+    if cfg.n < 2 or cfg.n_ref < 2:
+        raise _bad(f"quality --n {cfg.n} / --n-ref {cfg.n_ref}", "integers >= 2")
+    for c in cfg.ckpts:
+        if not Path(c).is_file():
+            raise _bad(f"quality --ckpt {c} does not exist", "a fastdiff checkpoint file")
     return cfg
 
 
 def main(args: argparse.Namespace) -> None:
-    from benchmarks.plots import plot_quality
     from benchmarks.tables import quality_markdown
 
     torch.set_num_threads(args.threads)
@@ -309,7 +353,6 @@ def main(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     write_csv(res.rows, out / "quality.csv")
-    pngs = plot_quality(res, cfg.budgets, out)
-    text = quality_markdown(res, cfg, command, [p.name for p in pngs])
+    text = quality_markdown(res, cfg, command)
     (out / "quality.md").write_text(text)
     print(text)

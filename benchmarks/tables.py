@@ -1,14 +1,18 @@
-"""Markdown for the quality benchmark: headline (our best vs the peers' best per NFE), losses, per-problem tables."""
+"""Markdown for the quality benchmark: per cell (problem x NFE budget) our best vs the peers' best, called won or
+lost only beyond 2 SE; then every run's signed log-likelihood gap and the deterministic runs' pathwise errors."""
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
 from benchmarks import meta
+from benchmarks.instrument import compare
 from benchmarks.peers import MISSING
 
 if TYPE_CHECKING:
-    from benchmarks.quality import Floor, QualityConfig, QualityResult, Row
+    from benchmarks.quality import QualityConfig, QualityResult, Row
+
+LOW_NFE = 20  # the issue's frontier: cells at NFE <= 20
 
 
 def bucket(nfe: float | None, budgets: tuple[int, ...]) -> int | None:
@@ -18,104 +22,93 @@ def bucket(nfe: float | None, budgets: tuple[int, ...]) -> int | None:
     return next((b for b in budgets if nfe <= b + 1e-9), None)
 
 
-def fmt(v: float | None) -> str:
-    return "—" if v is None or not math.isfinite(v) else f"{v:.3g}"
+def fmt(v: float | None, spec: str = ".3g") -> str:
+    return "—" if v is None or not math.isfinite(v) else format(v, spec)
 
 
 def best(rows: list["Row"], family: str, budget: int, budgets: tuple[int, ...]) -> "Row | None":
-    """Lowest-SW ok run of a family whose NFE falls in the ``budget`` column."""
-    ok = [r for r in rows if r.family == family and r.status == "ok" and r.sw is not None
+    """The ok run of a family in the ``budget`` column with the smallest |gap| (fd_digits: smallest value)."""
+    ok = [r for r in rows if r.family == family and r.status == "ok" and r.gap is not None
           and bucket(r.nfe, budgets) == budget]
-    return min(ok, key=lambda r: r.sw) if ok else None  # type: ignore[arg-type, return-value]
+    return min(ok, key=lambda r: abs(r.gap)) if ok else None  # type: ignore[arg-type]
 
 
-def verdict(ours: "Row | None", peer: "Row | None", floor: "Floor") -> str:
-    """'<' ours lower (better), '>' ours worse, '≈' within 2 sqrt(2) floor std or both at the floor."""
-    if ours is None or peer is None:
-        return ""
-    tol = 2 * math.sqrt(2) * floor.sw_std
-    at_floor = floor.sw + 2 * floor.sw_std
-    if abs(ours.sw - peer.sw) <= tol or (ours.sw <= at_floor and peer.sw <= at_floor):  # type: ignore[operator]
-        return "≈"
-    return "<" if ours.sw < peer.sw else ">"  # type: ignore[operator]
+def duel(ours: "Row", peer: "Row", res: "QualityResult") -> tuple[float, float]:
+    """D = |ours| - |peer| and its SE: paired over samples on the mixtures, independent SEs otherwise."""
+    inst = res.instruments.get(ours.problem)
+    if inst is not None and ours.metrics is not None and peer.metrics is not None:
+        return compare(ours.metrics, peer.metrics, inst.ref_var, inst.m)
+    return abs(ours.gap) - abs(peer.gap), math.hypot(ours.gap_se or 0.0, peer.gap_se or 0.0)  # type: ignore[arg-type]
 
 
-def headline(res: "QualityResult") -> tuple[list[str], list[str], list[str]]:
-    """Per scenario: rows = problems, columns = NFE budgets, cells 'ours (sampler) v peers (sampler)'; the losses
-    beyond the noise tolerance; and the cells where the peers are nominally ahead within it."""
-    lines, losses, nominal = [], [], []
-    for scenario in dict.fromkeys(p.scenario for p in res.problems):
-        probs = [p for p in res.problems if p.scenario == scenario]
-        budgets = res.budgets[probs[0].key]
-        counts = {"<": 0, "≈": 0, ">": 0}
-        table = ["| problem | floor | " + " | ".join(f"NFE ≤ {b}" for b in budgets) + " |",
-                 "|---|---|" + "---|" * len(budgets)]
-        for p in probs:
-            rows = [r for r in res.rows if r.problem == p.key]
-            fl = res.floors[p.key]
-            cells = []
-            for b in budgets:
-                o, q = best(rows, "fastdiff", b, budgets), best(rows, "peer", b, budgets)
-                v = verdict(o, q, fl)
-                ours = f"{fmt(o.sw)} {o.label}" if o else "—"
-                peer = f"{fmt(q.sw)} {q.label}" if q else "—"
-                cells.append(f"{ours} **{v}** {peer}" if v else f"{ours} / {peer}")
-                if v:
-                    counts[v] += 1
-                if o is None or q is None:
-                    continue
-                where = f"`{p.key}` NFE ≤ {b}: ours {fmt(o.sw)} ({o.label}) vs peers {fmt(q.sw)} ({q.label})"
-                if v == ">":
-                    losses.append(f"- {where}; floor {fmt(fl.sw)} ± {fmt(fl.sw_std)}")
-                elif v == "≈" and q.sw < 0.99 * o.sw:  # type: ignore[operator]
-                    nominal.append(where)
-            table.append(f"| `{p.key}` | {fmt(fl.sw)} | " + " | ".join(cells) + " |")
-        lines += [f"**{scenario} score** — cell: our best SW1 (sampler) `<`/`≈`/`>` the peers' best (sampler). "
-                  f"Cells with both: ours lower {counts['<']}, tie {counts['≈']}, ours higher {counts['>']}.", ""]
+def verdict(d: float, se: float) -> str:
+    """'won' (ours smaller beyond 2 SE), 'lost' (larger beyond 2 SE), else 'tie'."""
+    if d < -2 * se:
+        return "won"
+    return "lost" if d > 2 * se else "tie"
+
+
+def cell(r: "Row | None") -> str:
+    if r is None:
+        return "—"
+    extra = f", disp {fmt(r.disp, '.2f')}, w-err {fmt(r.wtv, '.3f')}" if r.disp is not None else ""
+    return f"{fmt(r.gap, '+.3f')} ± {fmt(r.gap_se, '.3f')} `{r.label}`{extra}"
+
+
+def headline(res: "QualityResult") -> tuple[list[str], list[str], dict[str, int]]:
+    """One table per problem (rows: NFE budgets); the losses; won/tie/lost counts overall and at NFE <= 20."""
+    lines, losses = [], []
+    counts = {k: 0 for k in ("won", "tie", "lost", "won_low", "tie_low", "lost_low")}
+    summary = ["| problem | won | tie | lost | won at NFE ≤ 20 | cells at NFE ≤ 20 |", "|---|---|---|---|---|---|"]
+    for p in res.problems:
+        rows = [r for r in res.rows if r.problem == p.key]
+        budgets = res.budgets[p.key]
+        metric = "gap" if p.mixture is not None else "fd_digits"
+        table = [f"#### `{p.key}` — {p.title}", "",
+                 f"| NFE | ours: best {metric} ± SE | peers: best {metric} ± SE | D = \\|ours\\| − \\|peer\\| ± SE "
+                 "| verdict |", "|---|---|---|---|---|"]
+        mine = {k: 0 for k in ("won", "tie", "lost", "won_low", "low")}
+        for b in budgets:
+            o, q = best(rows, "fastdiff", b, budgets), best(rows, "peer", b, budgets)
+            if o is None or q is None:
+                table.append(f"| {b} | {cell(o)} | {cell(q)} | | |")
+                continue
+            d, se = duel(o, q, res)
+            v = verdict(d, se)
+            counts[v] += 1
+            mine[v] += 1
+            if b <= LOW_NFE:
+                counts[v + "_low"] += 1
+                mine["low"] += 1
+                mine["won_low"] += v == "won"
+            table.append(f"| {b} | {cell(o)} | {cell(q)} | {d:+.3f} ± {se:.3f} | **{v}** |")
+            if v == "lost":
+                losses.append(f"- `{p.key}` NFE {b}: ours {fmt(o.gap, '+.3f')} ({o.label}) vs peers "
+                              f"{fmt(q.gap, '+.3f')} ({q.label}); D = {d:+.3f} ± {se:.3f}")
         lines += table + [""]
-    return lines, losses, nominal
+        summary.append(f"| `{p.key}` | {mine['won']} | {mine['tie']} | {mine['lost']} | {mine['won_low']} "
+                       f"| {mine['low']} |")
+    return summary + [""] + lines, losses, counts
 
 
-def problem_table(key: str, title: str, note: str, rows: list["Row"], floor: "Floor",
-                  budgets: tuple[int, ...]) -> list[str]:
-    """All runs of one problem: SW1 per NFE column (adaptive runs: value @ measured NFE); bold = column best."""
-    lines = [f"#### {title} (`{key}`)", "",
-             f"Noise floor (n exact samples): SW1 {fmt(floor.sw)} ± {fmt(floor.sw_std)}, "
-             f"MMD² {fmt(floor.mmd)} ± {fmt(floor.mmd_std)}." + (f" {note[0].upper()}{note[1:]}." if note else ""),
-             "",
-             "| sampler | " + " | ".join(str(b) for b in budgets) + " | s |", "|---|" + "---|" * (len(budgets) + 1)]
-    col_best = {b: min((r.sw for r in rows if r.status == "ok" and r.sw is not None and bucket(r.nfe, budgets) == b),
-                       default=None) for b in budgets}
-    capped = False
+def run_table(rows: list["Row"], budgets: tuple[int, ...], value: str, spec: str) -> list[str]:
+    """Every sampler (rows) x budget (columns) of one quantity; adaptive runs sit in their NFE's column (@NFE)."""
+    lines = ["| sampler | " + " | ".join(str(b) for b in budgets) + " | s |", "|---|" + "---|" * (len(budgets) + 1)]
     for family in ("fastdiff", "peer"):
-        labels = list(dict.fromkeys(r.label for r in rows if r.family == family))
-        for label in labels:
+        for label in dict.fromkeys(r.label for r in rows if r.family == family):
             mine = [r for r in rows if r.family == family and r.label == label]
+            if value == "path" and not any(r.deterministic for r in mine):
+                continue
             cells = {b: "" for b in budgets}
             for r in mine:
                 b = r.budget if r.budget is not None else bucket(r.nfe, budgets)
-                if b is None:
+                if b is None or b not in cells:
                     continue
-                if r.status != "ok":
-                    text = r.status.split(":")[0].split(" (")[0]
-                else:
-                    text = fmt(r.sw)
-                    if r.sw == col_best[b]:
-                        text = f"**{text}**"
-                if r.budget is None:
-                    text += f" @{r.nfe:.0f}" if r.nfe is not None else ""
-                if r.note:
-                    text += "†"
-                    capped = True
-                cells[b] = text
-            over = [r for r in mine if r.budget is None and bucket(r.nfe, budgets) is None and r.nfe is not None]
-            extra = "".join(f" (over: {fmt(r.sw)} @{r.nfe:.0f})" for r in over)
-            name = f"{label}{extra}" if family == "fastdiff" else f"*{label}*{extra}"
+                text = fmt(getattr(r, value), spec) if r.status == "ok" else r.status.split(":")[0].split(" (")[0]
+                cells[b] = text + (f" @{r.nfe:.0f}" if r.budget is None and r.nfe is not None else "")
+            name = label if family == "fastdiff" else f"*{label}*"
             lines.append(f"| {name} | " + " | ".join(cells[b] for b in budgets)
                          + f" | {sum(r.seconds for r in mine):.0f} |")
-    if capped:
-        lines += ["", "† some samples reached max_nfe (= the largest budget) before t_eps and were denoised "
-                  "where they stood (how many: the note column of quality.csv)."]
     return lines + [""]
 
 
@@ -126,9 +119,9 @@ def nfe_check(rows: list["Row"]) -> str:
     declared = [r for r in ran if r.nfe_declared is not None]
     bad_declared = [r for r in declared if abs(r.nfe - r.nfe_declared) > 1e-9]  # type: ignore[operator]
     text = (f"NFE accounting: {len(ran)} completed runs; the benchmark's score wrapper agrees with the sampler's own "
-            f"counter in {len(ran) - len(bad_counter)} and with the declared NFE (fastdiff `sampler.nfe`, k-diffusion "
-            f"formula / `info['nfe']`) in {len(declared) - len(bad_declared)} of {len(declared)} runs that declare one "
-            "(adaptive fastdiff samplers and torchsde declare none).")
+            f"counter in {len(ran) - len(bad_counter)} and with the declared NFE (fastdiff `sampler.nfe`, the peers' "
+            f"step formula / `info['nfe']`) in {len(declared) - len(bad_declared)} of {len(declared)} runs that "
+            "declare one (adaptive fastdiff samplers and torchsde declare none).")
     shown = bad_counter + bad_declared
     if shown:
         text += " Mismatches: " + "; ".join(f"{r.problem} {r.label} budget {r.budget}: counted {r.nfe:g}, "
@@ -136,38 +129,45 @@ def nfe_check(rows: list["Row"]) -> str:
     return text
 
 
-def quality_markdown(res: "QualityResult", cfg: "QualityConfig", command: str, pngs: list[str]) -> str:
+def quality_markdown(res: "QualityResult", cfg: "QualityConfig", command: str) -> str:
     """The full benchmarks/results/quality.md."""
     peers_line = (f"Peers: {MISSING} — missing: {', '.join(res.missing_peers)}." if res.missing_peers else
-                  "Peers: k-diffusion (euler, heun, dpmpp_2m, dpmpp_sde, dpm_adaptive; EDM view, VE/VP only) and "
-                  "torchsde (`sdeint(method='srk', adaptive=True)` on the reverse SDE, every process) on the same "
-                  "score functions." if cfg.peers else "Peers: skipped (--no-peers).")
+                  "Peers (VE/VP through the EDM view; PSLD: torchsde only): k-diffusion (euler, heun, dpm_2, lms, "
+                  "dpmpp_2m, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde on Karras grids, dpm_adaptive), diffusers "
+                  "(UniPC bh1/bh2, DPM-Solver++ multistep 2/3, DEIS 2/3; Karras sigmas) and torchsde "
+                  "(`sdeint(method='srk', adaptive=True)`), all on the same score functions." if cfg.peers
+                  else "Peers: skipped (--no-peers).")
     lines = meta.header("Quality per NFE", command, [
-        f"Setup: n = {cfg.n} samples per run; NFE budgets {', '.join(map(str, cfg.budgets))} (trained networks: "
-        f"up to {cfg.trained_max_nfe}, as a network call costs ~10x the oracle's here); fixed-step samplers "
-        "run at the largest step count whose NFE fits the budget, adaptive ones (tolerance sweeps) sit in the "
-        "smallest column their measured NFE fits (`@NFE`). Every registered fastdiff sampler with default options. "
-        "Metric: sliced Wasserstein-1 (256 random directions, `fastdiff.metrics.toy.sliced_wasserstein` with p = 1) "
-        "to a fixed reference set of 10000 exact samples (float32 differences); MMD² (`mmd_rbf`, first 500 samples "
-        "against 500 reference samples) is in quality.csv. Noise floor: the same metric for independent sets of "
-        "n exact samples (mean ± std of 5): a perfect sampler scores there. Random draws: one batched generator "
-        "per run, the same "
-        "seed for every run of a problem (`benchmarks.noise.BatchNoise`).", "", peers_line, "",
-        f"Total run time: {res.seconds / 60:.1f} min.", ""])
-    head, losses, nominal = headline(res)
-    lines += ["### Headline: our best vs the peers' best per NFE", "",
-              "`<`: ours lower (better); `>`: ours worse; `≈`: within 2√2 floor std, or both at the floor. "
-              "Best = lowest SW1 among the runs in the column (many of ours vs fewer peers: a small selection bias "
-              "in our favour near the floor).", ""] + head
-    lines += ["### Where we lose", "", "Beyond the noise tolerance:", ""]
-    lines += (losses or ["- nowhere"]) + [""]
-    if nominal:
-        lines += ["Within the noise tolerance, the peers' best is nominally lower at: " + "; ".join(nominal) + ".", ""]
+        f"Setup: n = {cfg.n} samples per run (the same prior draws for every run of a problem); NFE budgets "
+        f"{', '.join(map(str, cfg.budgets))} (trained networks up to {cfg.trained_max_nfe}); fixed-step samplers run "
+        "at the largest step count whose NFE fits, adaptive ones sit in the smallest column their measured NFE fits. "
+        "Every registered fastdiff sampler with default options.", "",
+        "Primary metric on the mixtures (exact density p): the signed log-likelihood gap "
+        "E_exact[log p] − mean log p(samples) (> 0 blurred, < 0 over-sharp) ± its empirical SE, with a reference "
+        f"of {cfg.n_ref} exact samples (`benchmarks/instrument.py`). Alongside: dispersion ratio (samples assigned to "
+        "their most probable component; sqrt of the mean squared Mahalanobis distance over the reference's, "
+        "weighted geometric mean over modes) and mode-weight error (total variation of the assignment "
+        "frequencies). Cells compare |gap|, paired over samples; won/lost only beyond 2 SE. Deterministic samplers: "
+        f"pathwise RMS error to a reference solve (edm_heun, or ode_heun where that does not apply, at NFE "
+        f"{cfg.ref_nfe}) from the same prior draws. Trained digits: fd_digits ± bootstrap SE. SW1/MMD² are in "
+        "quality.csv.", "", peers_line, "", f"Total run time: {res.seconds / 60:.1f} min.", ""])
+    head, losses, counts = headline(res)
+    lines += ["### Headline: our best vs the peers' best per cell", "",
+              f"All cells: won {counts['won']}, tie {counts['tie']}, lost {counts['lost']}; at NFE ≤ {LOW_NFE}: won "
+              f"{counts['won_low']}, tie {counts['tie_low']}, lost {counts['lost_low']}. Best = smallest |gap| in the "
+              "column (a selection among many of ours vs fewer peers favours us slightly near zero).", ""] + head
+    lines += ["### Where we lose (beyond 2 SE)", ""] + (losses or ["- nowhere"]) + [""]
     lines += ["### NFE accounting", "", nfe_check(res.rows), ""]
-    if pngs:
-        lines += ["### Plots", ""] + [f"![{p}]({p})" for p in pngs] + [""]
-    lines += ["### All runs (SW1; bold: column best; *italic*: peers; last column: seconds)", ""]
+    lines += ["### All runs", ""]
     for p in res.problems:
-        lines += problem_table(p.key, p.title, p.note, [r for r in res.rows if r.problem == p.key],
-                               res.floors[p.key], res.budgets[p.key])
+        rows = [r for r in res.rows if r.problem == p.key]
+        what = "signed log-likelihood gap" if p.mixture is not None else "fd_digits"
+        lines += [f"#### `{p.key}`: {what} (*italic*: peers; last column: seconds)", ""]
+        if p.note:
+            lines += [p.note[0].upper() + p.note[1:] + ".", ""]
+        lines += run_table(rows, res.budgets[p.key], "gap", "+.3f")
+        if any(r.path is not None for r in rows):
+            lines += [f"Pathwise RMS error to the reference solve (its own error ≈ "
+                      f"{fmt(res.ref_error.get(p.key), '.1e')}, the difference to half its NFE):", ""]
+            lines += run_table(rows, res.budgets[p.key], "path", ".2e")
     return "\n".join(lines) + "\n"
