@@ -8,13 +8,13 @@ from benchmarks.scripts import SCRIPTS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from benchmarks import quality, speed
+    from benchmarks import quality_cli, speed
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks",
                                  description="fastdiff benchmarks; results go to benchmarks/results/, "
                                              "`report` assembles BENCHMARKS.md")
     sub = ap.add_subparsers(dest="command", required=True)
-    quality.add_arguments(sub.add_parser("quality", help="quality per NFE vs peers on oracle mixtures and toy nets"))
+    quality_cli.add_arguments(sub.add_parser("quality", help="quality per NFE vs peers on oracle mixtures and nets"))
     speed.add_arguments(sub.add_parser("speed", help="sampler / training overheads as ratios, sample.py scaling"))
     from benchmarks import checkpoints
 
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_script(argv[0], argv[1:]))
     args = build_parser().parse_args(argv)
     if args.command == "quality":
-        from benchmarks import quality
+        from benchmarks import quality_cli
 
-        quality.main(args)
+        quality_cli.main(args)
     elif args.command == "speed":
         from benchmarks import speed
 

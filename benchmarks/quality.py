@@ -234,8 +234,10 @@ def reference_solve(problem: Problem, cfg: QualityConfig) -> tuple[Tensor | None
     return out[0], pathwise_error(out[1], out[0])
 
 
-def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None) -> QualityResult:
-    """Run every problem x spec of the config (no files written)."""
+def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None,
+                on_problem: Callable[..., None] | None = None) -> QualityResult:
+    """Run every problem x spec of the config; ``on_problem(problem, rows, instrument, ref_error, budgets,
+    seconds)`` after each problem (the CLI stores it as a part)."""
     from benchmarks import peers
 
     start = time.perf_counter()
@@ -263,6 +265,9 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None)
             log(f"  {problem.key:24s} {r.label:28s} nfe {nfe:6.1f} gap {gap:+9.3f} ± {se:.3f} path {path:.2e} "
                 f"{r.seconds:6.2f}s {r.status if r.status != 'ok' else ''}")
         log(f"{problem.key}: {len(specs)} runs in {time.perf_counter() - t0:.0f} s")
+        if on_problem is not None:
+            on_problem(problem, [r for r in rows if r.problem == problem.key], instruments.get(problem.key),
+                       ref_error[problem.key], bud, time.perf_counter() - t0)
     return QualityResult(problems, instruments, ref_error, rows, budgets, missing, time.perf_counter() - start)
 
 
@@ -274,85 +279,3 @@ def write_csv(rows: list[Row], path: Path) -> None:
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v)
                         for k, v in ((k, getattr(r, k)) for k in names)})
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--n", type=int, default=None, help="samples per run (default 2000, quick 500)")
-    ap.add_argument("--n-ref", type=int, default=None, help="exact reference samples (default 40000)")
-    ap.add_argument("--ref-nfe", type=int, default=None, help="NFE of the pathwise reference solve (default 399)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: NFE 6/10/20, 2-D rings only, n = 500")
-    ap.add_argument("--trained", action="store_true",
-                    help="add every network cached by `python -m benchmarks checkpoints`")
-    ap.add_argument("--ckpt", action="append", default=[], help="a toy2d rings or digits checkpoint (repeatable)")
-    ap.add_argument("--trained-max-nfe", type=int, default=100, help="largest NFE budget for trained networks")
-    ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion, diffusers and torchsde")
-    ap.add_argument("--samplers", default=None, help="comma-separated subset of our samplers (default: all)")
-    ap.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: 5,6,8,...,100)")
-    ap.add_argument("--processes", default=None, help=f"comma-separated subset of {','.join(PROCESSES)}")
-    ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(TARGETS)}")
-    ap.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", default=str(meta.RESULTS), help="where quality.md/.csv go")
-
-
-def _bad(what: str, allowed: str) -> SystemExit:
-    print(f"error: {what} — {allowed}", file=sys.stderr)
-    return SystemExit(2)
-
-
-def config_from_args(args: argparse.Namespace) -> QualityConfig:
-    """The run's configuration; bad input raises SystemExit(2) after one ``error:`` line, before any work."""
-    from benchmarks.checkpoints import cached
-
-    ckpts = list(args.ckpt) + ([str(p) for p in cached().values()] if args.trained else [])
-    cfg = QualityConfig(ckpts=tuple(dict.fromkeys(ckpts)), peers=not args.no_peers, seed=args.seed,
-                        trained_max_nfe=args.trained_max_nfe,
-                        samplers=args.samplers.split(",") if args.samplers else None)
-    if args.quick:
-        cfg.n, cfg.budgets, cfg.targets, cfg.n_ref = 500, QUICK_BUDGETS, ("rings2d",), 10000
-        cfg.ggf_eps_rel, cfg.k_rtols, cfg.sde_tols = (0.2, 0.05), (0.1, 0.02), (0.2, 0.05)
-    for name in ("n", "n_ref", "ref_nfe"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    allowed = {"processes": tuple(PROCESSES), "targets": tuple(TARGETS), "scenarios": SCENARIOS}
-    for name, ok in allowed.items():
-        value = getattr(args, name)
-        if value:
-            chosen = tuple(v.strip() for v in value.split(",") if v.strip())
-            bad = [v for v in chosen if v not in ok]
-            if bad:
-                raise _bad(f"quality --{name} {','.join(bad)} unknown", f"allowed: {', '.join(ok)}")
-            setattr(cfg, name, chosen)
-    if args.budgets:
-        try:
-            cfg.budgets = tuple(sorted({int(v) for v in args.budgets.split(",") if v.strip()}))
-        except ValueError:
-            raise _bad(f"quality --budgets {args.budgets!r} is not a list of integers",
-                       "comma-separated positive integers") from None
-        if not cfg.budgets or cfg.budgets[0] < 1:
-            raise _bad(f"quality --budgets {args.budgets!r}", "comma-separated positive integers")
-    unknown = [name for name in cfg.samplers or [] if name not in list_samplers()]
-    if unknown:
-        raise _bad(f"quality --samplers {','.join(unknown)} unknown", f"registered: {', '.join(list_samplers())}")
-    if cfg.n < 2 or cfg.n_ref < 2:
-        raise _bad(f"quality --n {cfg.n} / --n-ref {cfg.n_ref}", "integers >= 2")
-    for c in cfg.ckpts:
-        if not Path(c).is_file():
-            raise _bad(f"quality --ckpt {c} does not exist", "a fastdiff checkpoint file")
-    return cfg
-
-
-def main(args: argparse.Namespace) -> None:
-    from benchmarks.tables import quality_markdown
-
-    torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
-    command = meta.command_line()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    write_csv(res.rows, out / "quality.csv")
-    text = quality_markdown(res, cfg, command)
-    (out / "quality.md").write_text(text)
-    print(text)

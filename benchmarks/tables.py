@@ -129,7 +129,7 @@ def nfe_check(rows: list["Row"]) -> str:
     return text
 
 
-def quality_markdown(res: "QualityResult", cfg: "QualityConfig", command: str) -> str:
+def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str | list[str]) -> str:
     """The full benchmarks/results/quality.md."""
     peers_line = (f"Peers: {MISSING} — missing: {', '.join(res.missing_peers)}." if res.missing_peers else
                   "Peers (VE/VP through the EDM view; PSLD: torchsde only): k-diffusion (euler, heun, dpm_2, lms, "
@@ -137,7 +137,10 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", command: str) -
                   "(UniPC bh1/bh2, DPM-Solver++ multistep 2/3, DEIS 2/3; Karras sigmas) and torchsde "
                   "(`sdeint(method='srk', adaptive=True)`), all on the same score functions." if cfg.peers
                   else "Peers: skipped (--no-peers).")
-    lines = meta.header("Quality per NFE", command, [
+    commands = [commands] if isinstance(commands, str) else commands
+    lines = meta.header("Quality per NFE", commands[0], [
+        *([f"Assembled (`--assemble`) from the parts of: " + "; ".join(f"`{c}`" for c in commands), ""]
+          if len(commands) > 1 else []),
         f"Setup: n = {cfg.n} samples per run (the same prior draws for every run of a problem); NFE budgets "
         f"{', '.join(map(str, cfg.budgets))} (trained networks up to {cfg.trained_max_nfe}); fixed-step samplers run "
         "at the largest step count whose NFE fits, adaptive ones sit in the smallest column their measured NFE fits. "
