@@ -39,8 +39,8 @@ K_FIXED: dict[str, tuple[str, int]] = {  # name -> (k-diffusion function, NFE pe
 K_BROWNIAN = ("k:dpmpp_sde", "k:dpmpp_2m_sde", "k:dpmpp_3m_sde")  # stochastic: a seeded Brownian tree
 DETERMINISTIC = frozenset({"k:euler", "k:heun", "k:dpm_2", "k:lms", "k:dpmpp_2m", "k:dpm_adaptive",
                            *KARRAS, *DEFAULT_ENDING})
-K_ADAPTIVE_RTOL: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02, 0.01)  # atol = rtol * 0.0078 / 0.05 (default ratio)
-SDE_TOL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)  # torchsde rtol = atol
+K_ADAPTIVE_RTOL: tuple[float, ...] = (0.1, 0.02)  # atol = rtol * 0.0078 / 0.05 (default ratio)
+SDE_TOL: tuple[float, ...] = (0.2, 0.05)  # torchsde rtol = atol
 _CACHE: dict[str, Any] = {}
 
 

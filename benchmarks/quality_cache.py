@@ -49,8 +49,9 @@ def part_path(key: str, root: Path = PARTS) -> Path:
 
 
 def save_part(problem: Any, rows: list[Any], stats: RefStats | None, ref_error: float, budgets: tuple[int, ...],
-              command: str, seconds: float, root: Path = PARTS, extra: dict[str, Any] | None = None) -> Path:
-    """Store one problem's results."""
+              command: str, seconds: float, root: Path = PARTS, extra: dict[str, Any] | None = None,
+              add: bool = False) -> Path:
+    """Store one problem's results (``add``: merged into the stored part, see :func:`merge_into`)."""
     names = [f.name for f in fields(rows[0])] if rows else []
     data = {
         "problem": {"key": problem.key, "title": problem.title, "note": problem.note, "scenario": problem.scenario,
@@ -61,10 +62,30 @@ def save_part(problem: Any, rows: list[Any], stats: RefStats | None, ref_error: 
         "ref_error": ref_error, "budgets": list(budgets), "command": command, "seconds": seconds, **(extra or {})}
     root.mkdir(parents=True, exist_ok=True)
     path = part_path(problem.key, root)
+    if add:
+        data = merge_into(path, data)
     tmp = path.with_suffix(".tmp")
     torch.save(data, tmp)
     tmp.replace(path)  # atomic: a killed run leaves the previous part intact
     return path
+
+
+def merge_into(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the rows of the part stored at ``path`` that it does not re-run (same family, label, budget)
+    kept in front: samplers added later join a part without re-running the rest. Valid because a part's reference
+    sample and prior draws depend only on the problem, n and seed (both parts come from the same parts directory)."""
+    if not path.exists():
+        return new
+    old = torch.load(path, weights_only=True)
+    ran = {(r["family"], r["label"], r["budget"]) for r in new["rows"]}
+    keep = [i for i, r in enumerate(old["rows"]) if (r["family"], r["label"], r["budget"]) not in ran]
+    merged = dict(new)
+    merged["rows"] = [old["rows"][i] for i in keep] + new["rows"]
+    merged["logp"] = [old["logp"][i] for i in keep] + new["logp"]
+    merged["command"] = old["command"] + " ; " + new["command"]
+    merged["seconds"] = old["seconds"] + new["seconds"]
+    merged["peers"] = old.get("peers", False) or new.get("peers", False)
+    return merged
 
 
 def load_parts(order: list[str] | None = None, root: Path = PARTS) -> list[dict[str, Any]]:

@@ -32,6 +32,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(meta.RESULTS), help="where quality.md/.csv go")
+    ap.add_argument("--add", action="store_true",
+                    help="merge this run's rows into the stored parts (e.g. --samplers NEW --no-peers) instead of "
+                         "replacing them")
     ap.add_argument("--assemble", action="store_true",
                     help="run nothing: write quality.md/.csv from every part stored by earlier runs with the same "
                          "--n, --budgets and --seed (so a long run can be split into short commands)")
@@ -132,7 +135,7 @@ def main(args: argparse.Namespace) -> None:
                   budgets: tuple[int, ...], seconds: float) -> None:
             stats = None if inst is None else RefStats(inst.ref_var, inst.m)
             save_part(problem, rows, stats, ref_error, budgets, command, seconds, parts_dir(cfg),
-                      extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers})
+                      extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers}, add=args.add)
 
         res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), on_problem=store)
         commands = [command]
