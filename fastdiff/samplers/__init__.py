@@ -31,7 +31,7 @@ def list_samplers() -> list[str]:
 
 
 # sampler families register themselves on import
-from . import adaptive, edm, ode, restart, sde, splitting  # noqa: E402,F401
+from . import adaptive, edm, exponential, ode, restart, sde, splitting  # noqa: E402,F401
 
 __all__ = ["get_sampler", "list_samplers", "register_sampler", "Sampler", "TimeGridSampler", "SampleResult",
            "NoiseSource", "CountedScore", "SamplerError", "SamplingNaNError"]
