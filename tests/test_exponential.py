@@ -6,6 +6,7 @@ exact PF-ODE of Gaussian data (closed form on VP, scipy on PSLD) for the converg
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -86,16 +87,11 @@ def test_quadrature_has_converged(form):
     the float64 floor (1e-15) and far below any sampler error measured (>= 1e-4 at 50 NFE)."""
     p = PSLD()
     ts = torch.tensor([1.0, 0.3, 0.05, 0.01, 1e-3], dtype=torch.float64)
-    a, b = FlowFrame(p), FlowFrame(p, nodes=96)
-    th_a, th_b = a.thetas(ts), b.thetas(ts)
-    assert (th_a - th_b).abs().max() < 1e-9 * th_b.abs().max()
-    for i in range(1, 4):
-        hist = [i, i - 1, i - 2] if i >= 2 else [i, i - 1]
-        Ma, Wa = a.weights(ts, i, hist, th_a, form)
-        Mb, Wb = b.weights(ts, i, hist, th_b, form)
-        torch.testing.assert_close(Ma, Mb, rtol=1e-9, atol=1e-12)
-        for wa, wb in zip(Wa, Wb):
-            torch.testing.assert_close(wa, wb, rtol=1e-9, atol=1e-9 * float(wb.abs().max()))
+    ca, cb = FlowFrame(p).coefficients(ts, 3, form), FlowFrame(p, nodes=96).coefficients(ts, 3, form)
+    assert ca.orders.tolist() == [1, 2, 3, 3]
+    torch.testing.assert_close(ca.M, cb.M, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ca.W, cb.W, rtol=1e-9, atol=1e-9 * float(cb.W.abs().max()))
+    assert (ca.W[0, 1:] == 0).all() and (ca.W[1, 2:] == 0).all()  # warm-up: lower order while the history fills
 
 
 # ---- VP: DDIM and DPM-Solver closed forms -----------------------------------------------------------------------
@@ -104,24 +100,23 @@ def test_vp_weights_are_the_dpm_solver_integrals():
     interpolant in lambda (noise form: x' = (a'/a) x - s'(e^h - 1) e_i - s'(e^h - 1 - h)(e_i - e_{i-1}) / h_prev;
     data form: x' = (s'/s) x + a'[(1 - e^-h) D_i + (h - 1 + e^-h)(D_i - D_{i-1}) / h_prev]), derived by hand."""
     vp = VP()
-    ff = FlowFrame(vp)
     ts = torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64)
     al = vp.alpha(ts)
     sg = torch.sqrt(1 - al**2)
     lam = torch.log(al / sg)
-    h, hp = lam[2] - lam[1], lam[1] - lam[0]
-    th = ff.thetas(ts)
-    M, W = ff.weights(ts, 1, [1, 0], th, "ode_eps")
+    h, hp, h0 = lam[2] - lam[1], lam[1] - lam[0], lam[1] - lam[0]
+    co = FlowFrame(vp).coefficients(ts, 2, "ode_eps")
+    assert math.isclose(co.W[0, 0].item(), (-sg[1] * (torch.exp(h0) - 1)).item(), rel_tol=1e-10)  # DDIM first step
     expect = [-sg[2] * (torch.exp(h) - 1) - sg[2] * (torch.exp(h) - 1 - h) / hp, sg[2] * (torch.exp(h) - 1 - h) / hp]
-    assert math.isclose(M.item(), (al[2] / al[1]).item(), rel_tol=1e-12)
-    for w, e in zip(W, expect):
-        assert math.isclose(w.item(), e.item(), rel_tol=1e-10)
-    M, W = ff.weights(ts, 1, [1, 0], th, "ode_data")
+    assert math.isclose(co.M[1].item(), (al[2] / al[1]).item(), rel_tol=1e-12)
+    for j, e in enumerate(expect):
+        assert math.isclose(co.W[1, j].item(), e.item(), rel_tol=1e-10)
+    co = FlowFrame(vp).coefficients(ts, 2, "ode_data")
     c = (h - 1 + torch.exp(-h)) / hp
     expect = [al[2] * ((1 - torch.exp(-h)) + c), -al[2] * c]
-    assert math.isclose(M.item(), (sg[2] / sg[1]).item(), rel_tol=1e-12)
-    for w, e in zip(W, expect):
-        assert math.isclose(w.item(), e.item(), rel_tol=1e-10)
+    assert math.isclose(co.M[1].item(), (sg[2] / sg[1]).item(), rel_tol=1e-12)
+    for j, e in enumerate(expect):
+        assert math.isclose(co.W[1, j].item(), e.item(), rel_tol=1e-10)
 
 
 def test_exp_ode_order1_is_ddim_on_vp():
@@ -152,12 +147,19 @@ def test_exp_ode_is_exact_for_a_point_mass(pname, prediction, order):
     which breaks Sigma' = F Sigma + Sigma F^T + GG^T by |F| 1e-9 ~ 3e-8 per unit time (measured gap 1e-8);
     a Cholesky frame without the rotation misses by 0.24 on PSLD."""
     process = PROCESSES[pname]()
-    seeds = list(range(4))
     res = get_sampler("exp_ode", steps=3, order=order, prediction=prediction, final_denoise=False,
-                      dtype="float64").sample(point_mass_score(process), process, (4, 2), seeds=seeds)
-    z_T = process.prior_sample(conv.first_draws(seeds, process.state_shape((1, 2))[1:]))
-    ref = pm_pf_ode_scipy(process, z_T, float(process.T), float(process.t_eps_sample))
-    torch.testing.assert_close(res.state, ref, rtol=0, atol=1e-7)
+                      dtype="float64").sample(point_mass_score(process), process, (4, 2), seeds=PM_SEEDS)
+    torch.testing.assert_close(res.state, point_mass_reference(pname), rtol=0, atol=1e-7)
+
+
+PM_SEEDS = list(range(4))
+
+
+@functools.lru_cache(maxsize=None)
+def point_mass_reference(pname: str) -> torch.Tensor:
+    process = PROCESSES[pname]()
+    z_T = process.prior_sample(conv.first_draws(PM_SEEDS, process.state_shape((1, 2))[1:]))
+    return pm_pf_ode_scipy(process, z_T, float(process.T), float(process.t_eps_sample))
 
 
 @pytest.mark.parametrize("pname", ["vp", "psld"])

@@ -20,7 +20,7 @@ from torch import Tensor
 from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
-from .flow_frame import FlowFrame
+from .flow_frame import StepCoeffs, step_coefficients
 from .noise import NoiseSource
 
 
@@ -56,30 +56,29 @@ class _ExpBase(TimeGridSampler):
     def form(self) -> str:
         raise NotImplementedError
 
-    def value(self, process: Process, ff: FlowFrame, z: Tensor, t: Tensor, s: Tensor, R: Tensor | None) -> Tensor:
-        """What the multistep history stores: the denoised data D, or eps_R = -R^T score."""
-        if self.options.prediction == "data":
-            return process.denoise(z, t, s)
-        return process.apply(-R.transpose(-1, -2), s)
-
     def integrate(self, score: CountedScore, process: Process, z: Tensor, ts: Tensor, noise: NoiseSource) -> Tensor:
         ts = ts.to(torch.float64).cpu()
-        ff = FlowFrame(process, self.options.tau)
-        theta = ff.thetas(ts) if self.form().startswith("ode") else torch.zeros_like(ts)
-        data = self.options.prediction == "data"
+        o = self.options
+        co = step_coefficients(process, ts, o.order, self.form(), o.tau)
+        frames = co.R if self.form() == "ode_eps" else None  # eps_R = -R^T score: the frame at the grid points
+        data = self.form() != "ode_eps" and o.prediction == "data"
         hist: list[Tensor] = []
         for i in range(len(ts) - 1):
             s = score(z, ts[i])
-            R = ff.frame(ts[i:i + 1], theta[i:i + 1]) if not data else None
-            hist = [self.value(process, ff, z, ts[i], s, R)] + hist[: self.options.order - 1]
-            idx = [i - j for j in range(len(hist))]
-            z = self.update(process, ff, z, ts, i, idx, theta, hist, s, noise)
+            if frames is not None:
+                v = process.apply(-frames[i].transpose(-1, -2), s)
+            elif data:
+                v = process.denoise(z, ts[i], s)
+            else:  # exp_sde, eps form: the score itself (order 1 only)
+                v = s
+            hist = [v] + hist[: o.order - 1]
+            z = self.update(process, co, i, z, hist, data, noise)
         return z
 
-    def update(self, process: Process, ff: FlowFrame, z: Tensor, ts: Tensor, i: int, idx: list[int], theta: Tensor,
-               hist: list[Tensor], s: Tensor, noise: NoiseSource) -> Tensor:
-        M, W = ff.weights(ts, i, idx, theta, self.form())
-        return _combine(process, M, z, W, hist, self.options.prediction == "data")
+    def update(self, process: Process, co: StepCoeffs, i: int, z: Tensor, hist: list[Tensor], data: bool,
+               noise: NoiseSource) -> Tensor:
+        p = int(co.orders[i])
+        return _combine(process, co.M[i], z, [co.W[i, j] for j in range(p)], hist[:p], data)
 
 
 @register_sampler("exp_ode")
@@ -119,18 +118,10 @@ class ExponentialSDE(_ExpBase):
     def form(self) -> str:
         return "sde_data"
 
-    def value(self, process: Process, ff: FlowFrame, z: Tensor, t: Tensor, s: Tensor, R: Tensor | None) -> Tensor:
-        return process.denoise(z, t, s) if self.options.prediction == "data" else s
-
-    def update(self, process: Process, ff: FlowFrame, z: Tensor, ts: Tensor, i: int, idx: list[int], theta: Tensor,
-               hist: list[Tensor], s: Tensor, noise: NoiseSource) -> Tensor:
-        t, tn = ts[i:i + 1], ts[i + 1:i + 2]
-        if self.options.prediction == "data":
-            M, W = ff.weights(ts, i, idx, theta, "sde_data")
-            mean = _combine(process, M, z, W, hist, True)
-        else:
-            Phi = ff.phi(tn, t)[0]
-            S_t, S_n = ff._cov(t)[0], ff._cov(tn)[0]
-            A_back = process.transition_coeffs(tn, t)[0][0]  # Phi(t, t')
-            mean = process.apply(Phi, z) + process.apply(Phi @ S_t - S_n @ A_back.T, s)
-        return mean + process.apply(ff.bridge_noise(t, tn), noise.randn_like(z))
+    def update(self, process: Process, co: StepCoeffs, i: int, z: Tensor, hist: list[Tensor], data: bool,
+               noise: NoiseSource) -> Tensor:
+        if data:
+            mean = super().update(process, co, i, z, hist, data, noise)
+        else:  # z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score: the data-form step with a_t D = z + Sigma_t s
+            mean = process.apply(co.M_eps[i], z) + process.apply(co.W_eps[i], hist[0])
+        return mean + process.apply(co.noise[i], noise.randn_like(z))

@@ -19,7 +19,7 @@ bounded, dP/du is not, as u -> 0). Everything is float64 and depends only on the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -100,86 +100,131 @@ class FlowFrame:
         inc = self.angle(ts[1:], ts[:-1])  # grid decreasing: angle from t_{i+1} up to t_i
         return torch.cat([torch.zeros(1, dtype=ts.dtype), -torch.cumsum(inc, 0)])
 
-    def weights(self, ts: Tensor, i: int, hist: list[int], theta: Tensor, form: str) -> tuple[Tensor, list[Tensor]]:
-        """(M, [W_j]) for the step ts[i] -> ts[i+1]: z' = M z + sum_j W_j v_j (+ noise for "sde_data").
+    def coefficients(self, ts: Tensor, order: int, form: str) -> "StepCoeffs":
+        """All steps ts[i] -> ts[i+1] at once: z' = M_i z + sum_j W_ij v_(i-j) (+ noise_i xi for "sde_data").
 
-        v_j is eps_R ("ode_eps", W_j [k, k]) or the denoised data D ("ode_data", "sde_data", W_j [k, 1]) at
-        ts[hist[j]], hist[0] = i. M = Phi (ode_eps), Psi = R_t' R_t^-1 (ode_data) or the reverse-SDE bridge
-        Psi2 = Sigma_t' Phi(t, t')^T Sigma_t^-1 (sde_data); the kernel K(u) (P, Q or Q2 of the module doc) obeys
-        K(t') = end_n, K(t) = end_t and the step is int_t^{t'} dK(u) v(u).
+        v is eps_R ("ode_eps", W [k, k]) or the denoised data D ("ode_data", "sde_data", W [k, 1]); step i uses
+        p_i = min(order, i + 1) values (lower order while the history fills), W_ij = 0 for j >= p_i. M = Phi
+        (ode_eps), Psi = R_t' R_t^-1 (ode_data) or the reverse-SDE bridge Psi2 = Sigma_t' Phi(t, t')^T Sigma_t^-1
+        (sde_data); the kernel K(u) (P, Q or Q2 of the module doc) has K(t') = end_n, K(t) = end_t and the step is
+        int_t^{t'} dK(u) v(u). Vectorised over steps and Gauss-Legendre nodes (a few ms per grid).
         """
-        t, tn = ts[i:i + 1], ts[i + 1:i + 2]
-        a, b = math.log(float(tn)), math.log(float(t))
-        u = torch.exp(0.5 * (a + b) + 0.5 * (b - a) * self.x)  # Gauss-Legendre nodes on [t', t] in log u
-        a_n = self.process.marginal_coeffs(tn)[0][0][:, None]
-        a_t = self.process.marginal_coeffs(t)[0][0][:, None]
-        a_u = self.process.marginal_coeffs(u)[0][:, :, None]
+        ts = ts.to(torch.float64).cpu()
+        S, n, k = len(ts) - 1, len(self.x), self.k
+        t, tn = ts[:-1], ts[1:]
+        lo, hi = torch.log(tn), torch.log(t)
+        half = 0.5 * (hi - lo)  # [S]
+        u = torch.exp((0.5 * (lo + hi))[:, None] + half[:, None] * self.x[None])  # [S, n] nodes on [t', t], log u
+        uf = u.reshape(-1)
+        a_n = self.process.marginal_coeffs(tn)[0][:, :, None]  # [S, k, 1]
+        a_t = self.process.marginal_coeffs(t)[0][:, :, None]
+        a_u = self.process.marginal_coeffs(uf)[0][:, :, None].reshape(S, n, k, 1)
         if form == "sde_data":
-            S_n, S_t, S_u = self._cov(tn)[0], self._cov(t)[0], self._cov(u)
-            A_back = self.process.transition_coeffs(tn, t)[0][0]  # Phi(t, t')
-            M = S_n @ A_back.T @ torch.linalg.inv(S_t)
-            A_u = self.process.transition_coeffs(tn.expand_as(u), u)[0]  # Phi(u, t')
-            kern = S_n @ A_u.transpose(-1, -2) @ torch.linalg.solve(S_u, a_u)
+            S_n, S_t, S_u = self._cov(tn), self._cov(t), self._cov(uf).reshape(S, n, k, k)
+            A_back = self.process.transition_coeffs(tn, t)[0]  # Phi(t, t')
+            M = S_n @ A_back.transpose(-1, -2) @ torch.linalg.inv(S_t)
+            A_u = self.process.transition_coeffs(tn[:, None].expand(S, n).reshape(-1), uf)[0].reshape(S, n, k, k)
+            kern = S_n[:, None] @ A_u.transpose(-1, -2) @ torch.linalg.solve(S_u, a_u)  # Q2(u)
             end_n, end_t = a_n, M @ a_t
-        else:
-            Rn = self.frame(tn, theta[i + 1:i + 2])[0]
-            Rt = self.frame(t, theta[i:i + 1])[0]
-            Ru = self.frame(u, theta[i + 1] + self.angle(tn.expand_as(u), u))
+            # the same order-1 step in score form (a_t D = z + Sigma_t score): z' = Phi z + (Phi Sigma_t - Psi2 Sigma_t) s
+            Phi = self.phi(tn, t)
+            extra = (Phi, Phi @ S_t - S_n @ A_back.transpose(-1, -2))
+        elif form in ("ode_eps", "ode_data"):
+            theta = self.thetas(ts)
+            th_u = theta[1:, None] + self.angle(tn[:, None].expand(S, n).reshape(-1), uf).reshape(S, n)
+            Rn, Rt = self.frame(tn, theta[1:]), self.frame(t, theta[:-1])
+            Ru = self.frame(uf, th_u.reshape(-1)).reshape(S, n, k, k)
             if form == "ode_data":
                 M = Rn @ torch.linalg.inv(Rt)
-                kern = Rn @ torch.linalg.solve(Ru, a_u)  # Q(u) = Psi(t', u) a_u
+                kern = Rn[:, None] @ torch.linalg.solve(Ru, a_u)  # Q(u) = Psi(t', u) a_u
                 end_n, end_t = a_n, M @ a_t
-            elif form == "ode_eps":
-                M = self.phi(tn, t)[0]
-                kern = self.phi(tn.expand_as(u), u) @ Ru  # P(u) = Phi(t', u) R_u
-                end_n, end_t = Rn, M @ Rt
             else:
-                raise ValueError(f"unknown form {form!r}; allowed: ode_eps, ode_data, sde_data")
-        taus = self.tau(ts[hist])
-        dv = self.dtau(u) * u * 0.5 * (b - a) * self.w  # d tau/du * du/dx * GL weight
-        tau_u, tau_n = self.tau(u), self.tau(tn)
-        out = []
-        for j in range(len(hist)):
-            lj, dlj = _lagrange(taus, j)
-            val = end_n * lj(tau_n)[0] - end_t * lj(taus[:1])[0]
-            out.append(val + (kern * (dlj(tau_u) * dv)[:, None, None]).sum(0))
-        return M, out
+                M = self.phi(tn, t)
+                Pu = self.phi(tn[:, None].expand(S, n).reshape(-1), uf).reshape(S, n, k, k)
+                kern = Pu @ Ru  # P(u) = Phi(t', u) R_u
+                end_n, end_t = Rn, M @ Rt
+        else:
+            raise ValueError(f"unknown form {form!r}; allowed: ode_eps, ode_data, sde_data")
+        tau_g, tau_u = self.tau(ts), self.tau(uf).reshape(S, n)
+        dv = self.dtau(uf).reshape(S, n) * u * half[:, None] * self.w[None]  # d tau/du * du/dx * GL weight
+        c = kern.shape[-1]
+        W = torch.zeros(S, order, k, c, dtype=torch.float64)
+        p_of = torch.clamp(torch.arange(S) + 1, max=order)
+        for p in range(1, order + 1):
+            rows = (p_of == p).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            nodes = torch.stack([tau_g[rows - j] for j in range(p)], -1)  # [S', p]: tau at t_i, t_{i-1}, ...
+            for j in range(p):
+                at_n = _lagrange(nodes, j, tau_g[rows + 1][:, None])[0][:, 0]
+                at_t = _lagrange(nodes, j, nodes[:, :1])[0][:, 0]
+                der = _lagrange(nodes, j, tau_u[rows])[1]  # [S', n]
+                quad = (kern[rows] * (der * dv[rows])[:, :, None, None]).sum(1)
+                W[rows, j] = end_n[rows] * at_n[:, None, None] - end_t[rows] * at_t[:, None, None] + quad
+        if form != "sde_data":
+            return StepCoeffs(M, W, p_of, R=self.frame(ts, theta))
+        return StepCoeffs(M, W, p_of, self.bridge_noise(t, tn), *extra)
 
     def _cov(self, u: Tensor) -> Tensor:
         _, L = self.process.marginal_coeffs(u)
         return L @ L.transpose(-1, -2)
 
     def bridge_noise(self, t: Tensor, tn: Tensor) -> Tensor:
-        """Lower Cholesky [k, k] of Cov(z_t' | z_t, x0) = Sigma_t' - Psi2 Phi(t, t') Sigma_t' (the exact reverse-SDE noise)."""
-        S_n, S_t = self._cov(tn.reshape(1))[0], self._cov(t.reshape(1))[0]
-        A_back = self.process.transition_coeffs(tn.reshape(1), t.reshape(1))[0][0]
-        C = S_n - S_n @ A_back.T @ torch.linalg.solve(S_t, A_back @ S_n)
-        C = 0.5 * (C + C.T)
+        """Lower Cholesky [S, k, k] of Cov(z_t' | z_t, x0) = Sigma_t' - Psi2 Phi(t, t') Sigma_t' (exact reverse-SDE noise)."""
+        S_n, S_t = self._cov(tn), self._cov(t)
+        A_back = self.process.transition_coeffs(tn, t)[0]
+        C = S_n - S_n @ A_back.transpose(-1, -2) @ torch.linalg.solve(S_t, A_back @ S_n)
+        C = 0.5 * (C + C.transpose(-1, -2))
         if self.k == 1:
             return C.clamp_min(0).sqrt()
-        l11, l21, l22 = safe_cholesky2(C[0, 0], C[0, 1], C[1, 1])
-        return torch.stack([torch.stack([l11, torch.zeros_like(l11)]), torch.stack([l21, l22])])
+        l11, l21, l22 = safe_cholesky2(C[:, 0, 0], C[:, 0, 1], C[:, 1, 1])
+        zero = torch.zeros_like(l11)
+        return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)
 
 
-def _lagrange(nodes: Tensor, j: int) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """The j-th Lagrange basis polynomial through ``nodes`` and its derivative."""
-    others = [nodes[m] for m in range(len(nodes)) if m != j]
-    denom = torch.prod(torch.stack([nodes[j] - o for o in others])) if others else torch.tensor(1.0, dtype=nodes.dtype)
+@dataclass
+class StepCoeffs:
+    """Per-step coefficients: M [S, k, k], W [S, order, k, c], the order used per step [S]; for the SDE also the
+    bridge noise factor [S, k, k] and the order-1 score-form pair (M_eps, W_eps), each [S, k, k]; for the ODE the frame."""
 
-    def val(x: Tensor) -> Tensor:
-        out = torch.ones_like(x)
-        for o in others:
-            out = out * (x - o)
-        return out / denom
+    M: Tensor
+    W: Tensor
+    orders: Tensor
+    noise: Tensor | None = None
+    M_eps: Tensor | None = None
+    W_eps: Tensor | None = None
+    R: Tensor | None = None  # the flow frame at the grid points [S + 1, k, k] (ODE forms)
 
-    def der(x: Tensor) -> Tensor:
-        out = torch.zeros_like(x)
-        for m in range(len(others)):
-            term = torch.ones_like(x)
-            for q, o in enumerate(others):
-                if q != m:
-                    term = term * (x - o)
-            out = out + term
-        return out / denom
 
-    return val, der
+def _lagrange(nodes: Tensor, j: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Value and derivative at x [S', m] of the j-th Lagrange basis polynomial through each row of nodes [S', p]."""
+    p = nodes.shape[1]
+    others = [m for m in range(p) if m != j]
+    denom = torch.ones(nodes.shape[0], 1, dtype=nodes.dtype)
+    for m in others:
+        denom = denom * (nodes[:, j:j + 1] - nodes[:, m:m + 1])
+    val = torch.ones_like(x)
+    for m in others:
+        val = val * (x - nodes[:, m:m + 1])
+    der = torch.zeros_like(x)
+    for m in others:
+        term = torch.ones_like(x)
+        for q in others:
+            if q != m:
+                term = term * (x - nodes[:, q:q + 1])
+        der = der + term
+    return val / denom, der / denom
+
+
+_CACHE: dict[tuple, StepCoeffs] = {}
+
+
+def step_coefficients(process: Process, ts: Tensor, order: int, form: str, tau: str = "logsnr") -> StepCoeffs:
+    """:meth:`FlowFrame.coefficients`, memoised on (process config, grid, order, form, tau): they depend on nothing else,
+    so repeated batches (sample.py, validation callbacks) pay for them once."""
+    key = (repr(sorted(process.config().items())), tuple(ts.tolist()), order, form, tau)
+    if key not in _CACHE:
+        if len(_CACHE) >= 64:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = FlowFrame(process, tau).coefficients(ts, order, form)
+    return _CACHE[key]
