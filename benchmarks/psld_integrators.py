@@ -40,9 +40,12 @@ SAMPLERS: list[tuple[str, str, dict[str, Any]]] = [
     ("exp_ode order 3 data", "exp_ode", {"order": 3, "prediction": "data"}),
     ("exp_ode order 2 eps logsnr", "exp_ode", {"order": 2, "grid": "logsnr"}),
     ("exp_ode order 3 data logsnr", "exp_ode", {"order": 3, "prediction": "data", "grid": "logsnr"}),
+    ("exp_ode order 2 data clip", "exp_ode", {"order": 2, "prediction": "data", "clip_denoised": "CLIP"}),
+    ("exp_ode order 1 data clip", "exp_ode", {"order": 1, "prediction": "data", "clip_denoised": "CLIP"}),
     ("exp_sde order 1 eps", "exp_sde", {}),
     ("exp_sde order 1 data", "exp_sde", {"prediction": "data"}),
     ("exp_sde order 2 data", "exp_sde", {"order": 2, "prediction": "data"}),
+    ("exp_sde order 1 data clip", "exp_sde", {"prediction": "data", "clip_denoised": "CLIP"}),
 ]
 
 
@@ -79,6 +82,34 @@ def problems(names: list[str], ckpts: list[str]) -> list[Problem]:
     return out
 
 
+def net_check(ckpt: str, rows: list, budgets: list[int], n: int, box: float, batch: int) -> list[str]:
+    """Any PSLD checkpoint (e.g. digits, data in [-1, 1]): max |x|_inf over n seeds and the seeds outside the box."""
+    from fastdiff.lightning.checkpoint import load_score_model
+
+    model = load_score_model(ckpt)
+    proc, shape = model.process, tuple(model.data_shape)
+    lines = [f"### {ckpt}: max |x|_inf over {n} seeds (seeds with |x|_inf > {box}; data lie in [-1, 1])", "",
+             "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for label, name, kw in rows:
+        cells = []
+        for nfe in budgets:
+            try:
+                sampler = get_sampler(name, nfe=nfe, **kw)
+                xs = []
+                with torch.no_grad():
+                    for lo in range(0, n, batch):
+                        seeds = range(lo, min(n, lo + batch))
+                        xs.append(sampler.sample(model, proc, (len(seeds), *shape), seeds=seeds).x.reshape(len(seeds), -1))
+                amax = torch.cat(xs).abs().amax(1)
+                cells.append(f"{amax.max().item():.2f} ({int((amax > box).sum())})"
+                             + (f" [{sampler.nfe}]" if sampler.nfe != nfe else ""))
+            except (SamplerError, SamplingNaNError) as err:
+                cells.append(str(err).split(":")[-1].strip()[:40])
+            print(ckpt, label, nfe, cells[-1], flush=True)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def run_cell(problem: Problem, name: str, kw: dict, nfe: int, n: int, box: float) -> dict[str, Any]:
     try:
         sampler = get_sampler(name, nfe=nfe, **kw)
@@ -112,15 +143,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 35, 50])
     ap.add_argument("--problems", nargs="*", default=["rings2d", "aniso16"], choices=["rings2d", "aniso16"])
     ap.add_argument("--ckpt", action="append", default=[])
+    ap.add_argument("--net", action="append", default=[], help="any PSLD checkpoint: max |x| check only")
+    ap.add_argument("--net-n", type=int, default=1000)
+    ap.add_argument("--net-box", type=float, default=1.5)
+    ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--box", type=float, default=4.0)
+    ap.add_argument("--clip", type=float, default=2.0, help="clip_denoised of the 'clip' rows (data range bound)")
     ap.add_argument("--only", nargs="*", default=None, help="labels (substring match) of the samplers to run")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    rows = [r for r in SAMPLERS if args.only is None or any(o in r[0] for o in args.only)]
-    lines = [f"n = {args.n} seeds (0..{args.n - 1}); box |x|_inf <= {args.box}; command: python "
+    rows = [(label, name, {k: (args.clip if v == "CLIP" else v) for k, v in kw.items()}) for label, name, kw in SAMPLERS
+            if args.only is None or any(o in label for o in args.only)]
+    lines = [f"clip rows: clip_denoised = {args.clip}; n = {args.n} seeds (0..{args.n - 1}); box |x|_inf <= {args.box}; command: python "
              + " ".join(sys.argv), ""]
-    for prob in problems(args.problems, args.ckpt):
+    for prob in problems(args.problems or [], args.ckpt):
         cells = {}
         for label, name, kw in rows:
             for nfe in args.nfe:
@@ -138,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {label} | " + " | ".join("—" if "err" in c else f"{c['max']:.2f} ({c['out']})"
                                                       for c in vals) + " |")
         lines.append("")
+    for ck in args.net:
+        lines += net_check(ck, rows, args.nfe, args.net_n, args.net_box, args.batch)
     text = "\n".join(lines)
     print(text)
     if args.out:

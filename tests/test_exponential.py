@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastdiff.processes import PSLD, VE, VP
-from fastdiff.samplers import NoiseSource, SamplerError, get_sampler
+from fastdiff.samplers import NoiseSource, SamplerError, SamplingNaNError, get_sampler
 from fastdiff.samplers.flow_frame import FlowFrame
 
 import test_sampler_convergence as conv
@@ -241,3 +241,28 @@ def test_bad_orders_are_clear_errors():
         get_sampler("exp_ode", nfe=10, order=4)
     with pytest.raises(SamplerError, match="prediction='data'"):
         get_sampler("exp_sde", nfe=10, order=2)
+
+
+@pytest.mark.parametrize("name", ["exp_ode", "exp_sde"])
+def test_clip_denoised_bounds_the_output_and_is_inert_inside_the_range(name):
+    """Thresholding (clip_denoised = c, data form): every denoised estimate and the final Tweedie step are clipped,
+    so a wild network (here a score 1e4 times too large) cannot send the output past c; with c above the data range
+    (|x| < 3 for this Gaussian, 10 sigma) the clip never acts and the output equals the unclipped one bit for bit."""
+    process = PSLD()
+    good = conv.GAUSS.score_fn(process)
+
+    def wild(z, t):
+        return 1e4 * good(z, t) + 1e3
+
+    kw = {"nfe": 10, "prediction": "data"}
+    out = get_sampler(name, **kw, clip_denoised=1.0).sample(wild, process, (8, 2), seeds=range(8))
+    assert out.x.abs().max() <= 1.0
+    try:  # without the clip the same network flies off (to |x| > 10, or past float32 into NaN/inf)
+        assert get_sampler(name, **kw).sample(wild, process, (8, 2), seeds=range(8)).x.abs().max() > 10
+    except SamplingNaNError:
+        pass
+    a = get_sampler(name, **kw, clip_denoised=30.0).sample(good, process, (8, 2), seeds=range(8))
+    b = get_sampler(name, **kw).sample(good, process, (8, 2), seeds=range(8))
+    assert torch.equal(a.state, b.state)
+    with pytest.raises(SamplerError, match="clip_denoised"):
+        get_sampler(name, nfe=10, clip_denoised=1.0)  # eps form: nothing to clip

@@ -47,11 +47,15 @@ class _ExpBase(TimeGridSampler):
         order: int = 2
         prediction: Literal["eps", "data"] = "eps"
         tau: Literal["logsnr", "t"] = "logsnr"
+        clip_denoised: float | None = None
 
     def _check_options(self) -> None:
         o = self.options
         if not 1 <= o.order <= self.max_order:
             raise SamplerError(f"sampler {self.name!r}: order must be 1..{self.max_order}, got {o.order}")
+        if o.clip_denoised is not None and not (o.clip_denoised > 0 and o.prediction == "data"):
+            raise SamplerError(f"sampler {self.name!r}: clip_denoised must be a number > 0 and needs "
+                               f"prediction='data', got clip_denoised={o.clip_denoised!r}, prediction={o.prediction!r}")
 
     def form(self) -> str:
         raise NotImplementedError
@@ -69,11 +73,23 @@ class _ExpBase(TimeGridSampler):
                 v = process.apply(-frames[i].transpose(-1, -2), s)
             elif data:
                 v = process.denoise(z, ts[i], s)
+                if o.clip_denoised is not None:  # thresholding: the data range bounds every step (no seed flies off)
+                    v = v.clamp(-o.clip_denoised, o.clip_denoised)
             else:  # exp_sde, eps form: the score itself (order 1 only)
                 v = s
             hist = [v] + hist[: o.order - 1]
             z = self.update(process, co, i, z, hist, data, noise)
         return z
+
+    def finish(self, score: CountedScore, process: Process, z: Tensor, t_end: Tensor) -> Tensor:
+        """Tweedie step; with ``clip_denoised`` its estimate is clipped like every other one."""
+        z = super().finish(score, process, z, t_end)
+        c = self.options.clip_denoised
+        if c is None or not self.options.final_denoise:
+            return z
+        parts = list(process.split(z))
+        parts[0] = parts[0].clamp(-c, c)
+        return process.join(parts)
 
     def update(self, process: Process, co: StepCoeffs, i: int, z: Tensor, hist: list[Tensor], data: bool,
                noise: NoiseSource) -> Tensor:
