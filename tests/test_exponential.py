@@ -163,8 +163,8 @@ def point_mass_reference(pname: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("pname", ["vp", "psld"])
-@pytest.mark.parametrize("prediction,order", [("eps", 1), ("data", 1), ("data", 2)])
-def test_exp_sde_has_the_point_mass_law(pname, prediction, order):
+@pytest.mark.parametrize("prediction,order,eta", [("eps", 1, 1.0), ("data", 1, 1.0), ("data", 2, 1.0), ("eps", 1, 0.5)])
+def test_exp_sde_has_the_point_mass_law(pname, prediction, order, eta):
     """Each step is the exact reverse-SDE transition for a point mass, so on 3 coarse steps the output is
     N(a x0, Sigma) at t_eps: mean and covariance within 4.5 standard errors (n = 8000 draws per coordinate pair;
     the SE of a covariance entry is sqrt((S_ii S_jj + S_ij^2) / n)); 4.5 SE over 5 entries x 6 cases keeps the
@@ -172,13 +172,23 @@ def test_exp_sde_has_the_point_mass_law(pname, prediction, order):
     process = PROCESSES[pname]()
     x0 = torch.tensor([0.7], dtype=torch.float64)
     n = 8000
-    res = get_sampler("exp_sde", steps=3, order=order, prediction=prediction, final_denoise=False,
+    res = get_sampler("exp_sde", steps=3, order=order, prediction=prediction, eta=eta, final_denoise=False,
                       dtype="float64").sample(point_mass_score(process, x0), process, (n, 1), seeds=range(n))
     te = torch.tensor([process.t_eps_sample], dtype=torch.float64)
     a, L = process.marginal_coeffs(te)
     mean, cov = a[0] * 0.7, (L @ L.transpose(-1, -2))[0]
     zm, zc = conv.moment_errors(res.state, mean, cov)
     assert zm < 4.5 and zc < 4.5, (zm, zc)
+
+
+@pytest.mark.parametrize("pname", ["vp", "psld"])
+def test_exp_sde_eta_zero_is_exp_ode_order_one(pname):
+    """eta = 0 removes the noise and leaves the flow-frame step: the same map as exp_ode order 1 (float64 rounding)."""
+    process = PROCESSES[pname]()
+    kw = {"steps": 5, "final_denoise": False, "dtype": "float64"}
+    a = get_sampler("exp_sde", eta=0.0, **kw).sample(conv.GAUSS.score_fn(process), process, (4, 2), seeds=range(4))
+    b = get_sampler("exp_ode", order=1, **kw).sample(conv.GAUSS.score_fn(process), process, (4, 2), seeds=range(4))
+    torch.testing.assert_close(a.state, b.state, rtol=1e-10, atol=1e-12)
 
 
 def test_exp_sde_eps_is_ddpm_ancestral_on_vp():

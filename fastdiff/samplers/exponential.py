@@ -20,7 +20,7 @@ from torch import Tensor
 from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
-from .flow_frame import StepCoeffs, step_coefficients
+from .flow_frame import StepCoeffs, eta_coefficients, step_coefficients
 from .noise import NoiseSource
 
 
@@ -114,7 +114,8 @@ class ExponentialSDE(_ExpBase):
     """Exponential integrator of the reverse SDE: exact point-mass bridge per step (DDPM ancestral on VP).
 
     Order 1 (default): z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score + chol(C) xi, with the score as it
-    is ("eps") or projected on a denoised x0 ("data"). Order 2 (data only): the denoised estimate is linearly
+    is ("eps") or projected on a denoised x0 ("data"). ``eta`` < 1 (eps form) scales the noise down to eta^2 C and
+    keeps the marginals of a point mass exact (DDIM-eta in the flow frame; eta = 0 is exp_ode order 1). Order 2 (data only): the denoised estimate is linearly
     interpolated in log-SNR over the last two steps and integrated against the bridge kernel (SDE-DPM-Solver++-like).
     """
 
@@ -124,9 +125,15 @@ class ExponentialSDE(_ExpBase):
     @dataclass
     class Options(_ExpBase.Options):
         order: int = 1
+        eta: float = 1.0
 
     def _check_options(self) -> None:
         super()._check_options()
+        eta = self.options.eta
+        if not (0 <= eta <= 1):
+            raise SamplerError(f"sampler {self.name!r}: eta must be in [0, 1], got {eta!r}")
+        if eta != 1.0 and self.options.prediction != "eps":
+            raise SamplerError(f"sampler {self.name!r}: eta != 1 needs prediction='eps' (the data form is the bridge)")
         if self.options.order > 1 and self.options.prediction != "data":
             raise SamplerError(f"sampler {self.name!r}: order {self.options.order} needs prediction='data' "
                                f"(the eps form has order 1 only)")
@@ -138,6 +145,13 @@ class ExponentialSDE(_ExpBase):
                noise: NoiseSource) -> Tensor:
         if data:
             mean = super().update(process, co, i, z, hist, data, noise)
-        else:  # z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score: the data-form step with a_t D = z + Sigma_t s
-            mean = process.apply(co.M_eps[i], z) + process.apply(co.W_eps[i], hist[0])
-        return mean + process.apply(co.noise[i], noise.randn_like(z))
+            return mean + process.apply(co.noise[i], noise.randn_like(z))
+        if self.options.eta == 1.0:  # z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score: a_t D = z + Sigma_t s
+            return (process.apply(co.M_eps[i], z) + process.apply(co.W_eps[i], hist[0])
+                    + process.apply(co.noise[i], noise.randn_like(z)))
+        Phi, W, K = eta_coefficients(process, self._ts, self.options.eta)
+        return process.apply(Phi[i], z) + process.apply(W[i], hist[0]) + process.apply(K[i], noise.randn_like(z))
+
+    def integrate(self, score: CountedScore, process: Process, z: Tensor, ts: Tensor, noise: NoiseSource) -> Tensor:
+        self._ts = ts.to(torch.float64).cpu()
+        return super().integrate(score, process, z, ts, noise)

@@ -228,3 +228,37 @@ def step_coefficients(process: Process, ts: Tensor, order: int, form: str, tau: 
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = FlowFrame(process, tau).coefficients(ts, order, form)
     return _CACHE[key]
+
+
+def eta_coefficients(process: Process, ts: Tensor, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Order-1 reverse steps with noise scale eta (gDDIM / DDIM-eta in the flow frame): (Phi, W, K), each [S, k, k],
+    z' = Phi z + W score + K xi.
+
+    For a point mass the step must map N(a_t x0, Sigma_t) to N(a_t' x0, Sigma_t'): noise K K^T = eta^2 C with C the
+    bridge covariance, and Psi_eta = chol(Sigma_t' - eta^2 C) Rot(theta_t' - theta_t) L_t^-1, which is the flow
+    R_t' R_t^-1 at eta = 0 (exp_ode order 1) and has the bridge's law at eta = 1. With a_t D = z + Sigma_t score,
+    z' = a_t' D + Psi_eta (z - a_t D) = Phi z + (Phi - Psi_eta) Sigma_t score + K xi.
+    """
+    key = ("eta", repr(sorted(process.config().items())), tuple(ts.tolist()), float(eta))
+    if key in _CACHE:
+        return _CACHE[key]
+    ts = ts.to(torch.float64).cpu()
+    ff = FlowFrame(process)
+    t, tn = ts[:-1], ts[1:]
+    K = eta * ff.bridge_noise(t, tn)
+    S_n, S_t = ff._cov(tn), ff._cov(t)
+    B = S_n - K @ K.transpose(-1, -2)
+    if ff.k == 1:
+        LB = B.clamp_min(0).sqrt()
+        rot = torch.ones_like(B)
+    else:
+        l11, l21, l22 = safe_cholesky2(B[:, 0, 0], B[:, 0, 1], B[:, 1, 1])
+        LB = torch.stack([torch.stack([l11, torch.zeros_like(l11)], -1), torch.stack([l21, l22], -1)], -2)
+        theta = ff.thetas(ts)
+        rot = _rot(theta[1:] - theta[:-1])
+    L_t = process.marginal_coeffs(t)[1]
+    Psi = LB @ rot @ torch.linalg.inv(L_t)
+    Phi = ff.phi(tn, t)
+    out = (Phi, (Phi - Psi) @ S_t, K)
+    _CACHE[key] = out
+    return out
