@@ -31,7 +31,7 @@ def list_samplers() -> list[str]:
 
 
 # sampler families register themselves on import
-from . import adaptive, dpm_solver, dpmpp_sde, edm, linear_multistep, ode, restart, sde, splitting, unipc  # noqa: E402,F401
+from . import adaptive, dpm_solver, dpmpp_sde, edm, exponential, linear_multistep, ode, restart, sde, splitting, unipc  # noqa: E402,F401,E501
 
 __all__ = ["get_sampler", "list_samplers", "register_sampler", "Sampler", "TimeGridSampler", "SampleResult",
            "NoiseSource", "CountedScore", "SamplerError", "SamplingNaNError"]
