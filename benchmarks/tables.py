@@ -52,6 +52,7 @@ def cell(r: "Row | None") -> str:
     if r is None:
         return "—"
     extra = f", disp {fmt(r.disp, '.2f')}, w-err {fmt(r.wtv, '.3f')}" if r.disp is not None else ""
+    extra += f", path {fmt(r.path, '.1e')}" if r.path is not None else ""
     return f"{fmt(r.gap, '+.3f')} ± {fmt(r.gap_se, '.3f')} `{r.label}`{extra}"
 
 
