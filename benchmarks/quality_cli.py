@@ -21,6 +21,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: NFE 6/10/20, 2-D rings only, n = 500")
     ap.add_argument("--trained", action="store_true",
                     help="add every network cached by `python -m benchmarks checkpoints`")
+    ap.add_argument("--only-trained", action="store_true", help="no mixture problems: only the trained networks")
     ap.add_argument("--ckpt", action="append", default=[], help="a toy2d rings or digits checkpoint (repeatable)")
     ap.add_argument("--trained-max-nfe", type=int, default=100, help="largest NFE budget for trained networks")
     ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion, diffusers and torchsde")
@@ -56,6 +57,8 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
     if args.quick:
         cfg.n, cfg.budgets, cfg.targets, cfg.n_ref = 500, QUICK_BUDGETS, ("rings2d",), 10000
         cfg.ggf_eps_rel, cfg.k_rtols, cfg.sde_tols = (0.2, 0.05), (0.1, 0.02), (0.2, 0.05)
+    if args.only_trained:
+        cfg.targets = ()
     for name in ("n", "n_ref", "ref_nfe"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
