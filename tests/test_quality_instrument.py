@@ -109,6 +109,26 @@ def test_paired_comparison_se_matches_repeated_experiments() -> None:
     assert sum(ses) / reps == pytest.approx(spread, rel=0.25)
 
 
+def test_same_algorithm_in_two_codebases_is_a_tie() -> None:
+    """Round-off-level differences (paired SE ~ 0) must not decide a cell: the cell SE is at least the
+    independent-samples SE."""
+    from benchmarks.quality import QualityResult
+    from benchmarks.tables import duel, verdict
+
+    mix = GaussianMixture.ring(4, 1.0, 0.2)
+    inst = Instrument(mix, 300, n_ref=3000, secondary=False)
+    x = mix.sample(300, torch.Generator().manual_seed(1))
+    rows = []
+    for eps in (0.0, 1e-6):
+        r = Row("p", "x", "x", "x", 10, None)
+        r.metrics = m = inst(x + eps)
+        r.gap, r.gap_se = m.gap, m.gap_se
+        rows.append(r)
+    res = QualityResult([], {"p": inst}, {}, rows, {}, [], 0.0)
+    d, se = duel(rows[0], rows[1], res)
+    assert se >= math.hypot(rows[0].gap_se, rows[1].gap_se) and verdict(d, se) == "tie"
+
+
 def test_pathwise_error_is_rms_per_coordinate() -> None:
     x = torch.zeros(4, 3)
     assert pathwise_error(x + 2.0, x) == pytest.approx(2.0)
