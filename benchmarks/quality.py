@@ -123,6 +123,8 @@ class QualityConfig:
     targets: tuple[str, ...] = ("image64", "rings2d")
     scenarios: tuple[str, ...] = ("exact",)
     ckpts: tuple[str, ...] = ()
+    n_digits: int = 500  # samples per run on digits networks (a U-Net call costs ~100x the oracle's per sample)
+    digits_max_nfe: int = 20  # digits networks: budgets up to this
     trained_max_nfe: int = 100  # trained networks cost ~10x the oracle per call: budgets above this are left out
     samplers: list[str] | None = None  # None: every registered sampler
     peers: bool = True
@@ -151,7 +153,13 @@ def problems_of(cfg: QualityConfig) -> list[Problem]:
 def budgets_for(problem: Problem, cfg: QualityConfig) -> tuple[int, ...]:
     if problem.scenario != "trained":
         return cfg.budgets
-    return tuple(b for b in cfg.budgets if b <= cfg.trained_max_nfe) or cfg.budgets[:1]
+    cap = cfg.trained_max_nfe if problem.mixture is not None else cfg.digits_max_nfe
+    return tuple(b for b in cfg.budgets if b <= cap) or cfg.budgets[:1]
+
+
+def n_of(problem: Problem, cfg: QualityConfig) -> int:
+    """Samples per run: n, or n_digits on networks without an exact density (digits)."""
+    return cfg.n if problem.mixture is not None else min(cfg.n, cfg.n_digits)
 
 
 def deterministic(spec: RunSpec) -> bool:
@@ -167,8 +175,9 @@ def draw(spec: RunSpec, problem: Problem, cfg: QualityConfig, counter: "CallCoun
     """Samples of one run (fills the row's NFE accounting and note); raises on failure."""
     from benchmarks import peers
 
-    noise = BatchNoise(range(cfg.n), base_seed=cfg.seed)  # the same draws (prior first) for every run of a problem
-    shape = (cfg.n, *problem.shape)
+    n = n_of(problem, cfg)
+    noise = BatchNoise(range(n), base_seed=cfg.seed)  # the same draws (prior first) for every run of a problem
+    shape = (n, *problem.shape)
     if spec.family == "fastdiff":
         sampler = build_sampler(spec)
         with warnings.catch_warnings():  # ggf warns when samples hit max_nfe: recorded in the note instead
@@ -177,7 +186,7 @@ def draw(spec: RunSpec, problem: Problem, cfg: QualityConfig, counter: "CallCoun
         x, row.nfe_sampler = res.x, float(res.nfe)
         stopped = res.info.get("stopped")
         if isinstance(stopped, Tensor) and bool(stopped.any()):
-            row.note = f"{int(stopped.sum())}/{cfg.n} samples stopped at max_nfe"
+            row.note = f"{int(stopped.sum())}/{n} samples stopped at max_nfe"
         row.nfe_declared = None if spec.adaptive else float(sampler.nfe)
     else:
         kw = {"cap": 2 * max(budgets_for(problem, cfg))}
@@ -193,7 +202,7 @@ def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, instrument: Ins
 
     row = Row(problem.key, spec.family, spec.label, spec.method, spec.budget, spec.tol,
               deterministic=deterministic(spec))
-    counter = CallCounter(problem.score_fn, cfg.n)
+    counter = CallCounter(problem.score_fn, n_of(problem, cfg))
     start = time.perf_counter()
     try:
         x = draw(spec, problem, cfg, counter, row)

@@ -23,7 +23,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="add every network cached by `python -m benchmarks checkpoints`")
     ap.add_argument("--only-trained", action="store_true", help="no mixture problems: only the trained networks")
     ap.add_argument("--ckpt", action="append", default=[], help="a toy2d rings or digits checkpoint (repeatable)")
-    ap.add_argument("--trained-max-nfe", type=int, default=100, help="largest NFE budget for trained networks")
+    ap.add_argument("--trained-max-nfe", type=int, default=100, help="largest NFE budget for toy2d networks")
+    ap.add_argument("--digits-max-nfe", type=int, default=20, help="largest NFE budget for digits networks")
+    ap.add_argument("--n-digits", type=int, default=500, help="samples per run on digits networks")
     ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion, diffusers and torchsde")
     ap.add_argument("--samplers", default=None, help="comma-separated subset of our samplers (default: all)")
     ap.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: 5,6,8,...,100)")
@@ -52,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
 
     ckpts = list(args.ckpt) + ([str(p) for p in cached().values()] if args.trained else [])
     cfg = QualityConfig(ckpts=tuple(dict.fromkeys(ckpts)), peers=not args.no_peers, seed=args.seed,
-                        trained_max_nfe=args.trained_max_nfe,
+                        trained_max_nfe=args.trained_max_nfe, digits_max_nfe=args.digits_max_nfe,
+                        n_digits=args.n_digits,
                         samplers=args.samplers.split(",") if args.samplers else None)
     if args.quick:
         cfg.n, cfg.budgets, cfg.targets, cfg.n_ref = 500, QUICK_BUDGETS, ("rings2d",), 10000

@@ -150,7 +150,8 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str |
         *([f"Assembled (`--assemble`) from the parts of: " + "; ".join(f"`{c}`" for c in commands), ""]
           if len(commands) > 1 else []),
         f"Setup: n = {cfg.n} samples per run (the same prior draws for every run of a problem); NFE budgets "
-        f"{', '.join(map(str, cfg.budgets))} (trained networks up to {cfg.trained_max_nfe}); fixed-step samplers run "
+        f"{', '.join(map(str, cfg.budgets))} (toy2d networks up to {cfg.trained_max_nfe}; digits networks up to "
+        f"{cfg.digits_max_nfe} with n = {min(cfg.n, cfg.n_digits)}: a U-Net call costs ~100x an oracle's); fixed-step samplers run "
         "at the largest step count whose NFE fits, adaptive ones sit in the smallest column their measured NFE fits. "
         "Every registered fastdiff sampler with default options.", "",
         "Primary metric on the mixtures (exact density p): the signed log-likelihood gap "
