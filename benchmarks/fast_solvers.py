@@ -40,9 +40,10 @@ def variants() -> list[tuple[str, str, dict]]:
         out.append(("dpmpp_2m", g, {"grid": g}))
         for t in (True, False):
             out.append(("dpmpp_3m", f"{g} taylor_d2={t}", {"grid": g, "taylor_d2": t}))
+            out.append(("dpmpp_3m_sde", f"{g} taylor_d2={t}", {"grid": g, "taylor_d2": t}))
         for order, var in product((2, 3), ("bh1", "bh2")):
             out.append(("unipc", f"{g} order={order} {var}", {"grid": g, "order": order, "variant": var}))
-        for name in ("ipndm", "lms", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde"):
+        for name in ("ipndm", "lms", "dpmpp_2m_sde", "dpmpp_sde"):
             out.append((name, g, {"grid": g}))
     return out
 

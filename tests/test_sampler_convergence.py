@@ -94,11 +94,10 @@ def t_space_errors(name: str, process, steps: list[int], grid: str = "uniform") 
 ORDER_CASES = [("ode_euler", {}, "ve", 1), ("ode_euler", {}, "vp", 1), ("ode_heun", {}, "ve", 2),
                ("ode_heun", {}, "vp", 2), ("edm_euler", {}, "ve", 1), ("edm_euler", {}, "vp", 1),
                ("edm_heun", {}, "ve", 2), ("edm_heun", {}, "vp", 2), ("dpmpp_2m", {}, "ve", 2),
-               ("dpmpp_2m", {}, "vp", 2), ("dpmpp_3m", {}, "vp", 3),
-               ("dpmpp_3m", {"taylor_d2": False, "grid": "logsnr"}, "vp", 2),
-               ("unipc", {"order": 1}, "vp", 2), ("unipc", {"order": 2}, "vp", 3), ("unipc", {"order": 3}, "vp", 4),
-               ("unipc", {"order": 1}, "ve", 2), ("unipc", {"order": 2}, "ve", 3), ("unipc", {"order": 3}, "ve", 4),
-               ("dpmpp_sde", {"eta": 0.0}, "vp", 2), ("dpmpp_sde", {"eta": 0.0}, "ve", 2)]
+               ("dpmpp_2m", {}, "vp", 2), ("dpmpp_3m", {"taylor_d2": True, "grid": "karras"}, "vp", 3),
+               ("dpmpp_3m", {"taylor_d2": False, "grid": "logsnr"}, "vp", 2)] + [
+               ("unipc", {"order": k, "grid": "karras"}, p, k + 1) for p in ("vp", "ve") for k in (1, 2, 3)] + [
+               ("dpmpp_sde", {"eta": 0.0, "grid": "karras"}, p, 2) for p in ("vp", "ve")]
 ORDER_TOL = 0.35
 
 
