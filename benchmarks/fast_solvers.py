@@ -103,6 +103,15 @@ def run(args: argparse.Namespace) -> None:
         wr.writerows(rows)
 
 
+def code_default(solver: str) -> str:
+    """The variant label whose options the registered sampler has by default ('' if none)."""
+    defaults = vars(get_sampler(solver).options)
+    for name, label, opts in variants():
+        if name == solver and all(defaults.get(k) == v for k, v in opts.items()):
+            return label
+    return ""
+
+
 def report(args: argparse.Namespace) -> None:
     rows = [r for path in args.csv for r in csv.DictReader(open(path))]
     for r in rows:
@@ -115,7 +124,7 @@ def report(args: argparse.Namespace) -> None:
              "E_exact[log p] - E_samples[log p] (> 0 blurred, < 0 over-sharp) ± its standard error. NFE = budget "
              "(every sampler used at most its budget; counted).", "",
              "Rule: per solver, the variant with the lowest mean rank of |gap| over the 16 cells (VE, VP x NFE); "
-             "NaN ranks last. Produced by:", "", "```", *args.command.split("\n"), "```", ""]
+             "NaN ranks last. **(default)** marks the registered default. Produced by:", "", "```", *args.command.split("\n"), "```", ""]
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     for solver in solvers:
         mine = [r for r in rows if r["solver"] == solver]
@@ -126,13 +135,13 @@ def report(args: argparse.Namespace) -> None:
             vals = sorted(labels, key=lambda lab: (math.isnan(table[(lab, *cell)]["gap"]), abs(table[(lab, *cell)]["gap"])))
             for rank, lab in enumerate(vals):
                 ranks[lab] += rank / len(cells)
-        best = min(labels, key=lambda lab: ranks[lab])
-        lines += [f"## {solver}: default {best}", "",
+        best, current = min(labels, key=lambda lab: ranks[lab]), code_default(solver)
+        lines += [f"## {solver}: measured best {best}; registered default {current}", "",
                   "| variant | mean rank | " + " | ".join(f"{p.upper()} {b}" for p, b in cells) + " |",
                   "|---|---|" + "---|" * len(cells)]
         for lab in sorted(labels, key=lambda lab: ranks[lab]):
             vals = [table[(lab, *c)] for c in cells]
-            lines.append(f"| {lab}{' **(default)**' if lab == best else ''} | {ranks[lab]:.2f} | "
+            lines.append(f"| {lab}{' **(default)**' if lab == current else ''} | {ranks[lab]:.2f} | "
                          + " | ".join(f"{v['gap']:+.2f}±{v['se']:.2f}" for v in vals) + " |")
         lines.append("")
     best_rows = ["## Best registered sampler per cell", "", "| cell | solver (variant) | gap ± SE |", "|---|---|---|"]
