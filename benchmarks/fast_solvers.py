@@ -48,7 +48,8 @@ def variants() -> list[tuple[str, str, dict]]:
     return out
 
 
-def image_mixture(k: int = 8, side: int = 8, seed: int = 0) -> tuple[GaussianMixture, torch.Tensor, torch.Tensor, torch.Tensor]:
+def image_mixture(k: int = 8, side: int = 8,
+                  seed: int = 0) -> tuple[GaussianMixture, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mixture, weights, means [k, d], stds [k, d]) of the 64-d image-like problem."""
     g = torch.Generator().manual_seed(seed)
     m = torch.randn(k, 1, side, side, generator=g, dtype=torch.float64)
@@ -68,7 +69,8 @@ def image_mixture(k: int = 8, side: int = 8, seed: int = 0) -> tuple[GaussianMix
 def log_density(x: torch.Tensor, w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     """Exact log p(x) [n] of the diagonal mixture (closed form)."""
     z = (x.double()[:, None, :] - means[None]) / stds[None]
-    comp = torch.log(w)[None] - 0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1)[None] - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    comp = (torch.log(w)[None] - 0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1)[None]
+            - 0.5 * x.shape[1] * math.log(2 * math.pi))
     return torch.logsumexp(comp, 1)
 
 
@@ -124,7 +126,8 @@ def report(args: argparse.Namespace) -> None:
              "E_exact[log p] - E_samples[log p] (> 0 blurred, < 0 over-sharp) ± its standard error. NFE = budget "
              "(every sampler used at most its budget; counted).", "",
              "Rule: per solver, the variant with the lowest mean rank of |gap| over the 16 cells (VE, VP x NFE); "
-             "NaN ranks last. **(default)** marks the registered default. Produced by:", "", "```", *args.command.split("\n"), "```", ""]
+             "NaN ranks last. **(default)** marks the registered default. Produced by:", "",
+             "```", *args.command.split("\n"), "```", ""]
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     for solver in solvers:
         mine = [r for r in rows if r["solver"] == solver]
@@ -132,7 +135,8 @@ def report(args: argparse.Namespace) -> None:
         table = {(r["variant"], r["process"], r["budget"]): r for r in mine}
         ranks = {lab: 0.0 for lab in labels}
         for cell in cells:
-            vals = sorted(labels, key=lambda lab: (math.isnan(table[(lab, *cell)]["gap"]), abs(table[(lab, *cell)]["gap"])))
+            gaps = {lab: table[(lab, *cell)]["gap"] for lab in labels}
+            vals = sorted(labels, key=lambda lab: (math.isnan(gaps[lab]), abs(gaps[lab])))
             for rank, lab in enumerate(vals):
                 ranks[lab] += rank / len(cells)
         best, current = min(labels, key=lambda lab: ranks[lab]), code_default(solver)
@@ -148,7 +152,8 @@ def report(args: argparse.Namespace) -> None:
     for cell in cells:
         here = [r for r in rows if (r["process"], r["budget"]) == cell and not math.isnan(r["gap"])]
         r = min(here, key=lambda r: abs(r["gap"]))
-        best_rows.append(f"| {cell[0].upper()} NFE {cell[1]} | {r['solver']} ({r['variant']}) | {r['gap']:+.2f} ± {r['se']:.2f} |")
+        best_rows.append(f"| {cell[0].upper()} NFE {cell[1]} | {r['solver']} ({r['variant']}) | "
+                         f"{r['gap']:+.2f} ± {r['se']:.2f} |")
     lines += best_rows + [""]
     open(args.md, "w").write("\n".join(lines))
     print("\n".join(lines))
