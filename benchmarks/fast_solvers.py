@@ -40,14 +40,16 @@ def variants() -> list[tuple[str, str, dict]]:
         out.append(("dpmpp_2m", g, {"grid": g}))
         for t in (True, False):
             out.append(("dpmpp_3m", f"{g} taylor_d2={t}", {"grid": g, "taylor_d2": t}))
+            out.append(("dpmpp_3m_sde", f"{g} taylor_d2={t}", {"grid": g, "taylor_d2": t}))
         for order, var in product((2, 3), ("bh1", "bh2")):
             out.append(("unipc", f"{g} order={order} {var}", {"grid": g, "order": order, "variant": var}))
-        for name in ("ipndm", "lms", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde"):
+        for name in ("ipndm", "lms", "dpmpp_2m_sde", "dpmpp_sde"):
             out.append((name, g, {"grid": g}))
     return out
 
 
-def image_mixture(k: int = 8, side: int = 8, seed: int = 0) -> tuple[GaussianMixture, torch.Tensor, torch.Tensor, torch.Tensor]:
+def image_mixture(k: int = 8, side: int = 8,
+                  seed: int = 0) -> tuple[GaussianMixture, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mixture, weights, means [k, d], stds [k, d]) of the 64-d image-like problem."""
     g = torch.Generator().manual_seed(seed)
     m = torch.randn(k, 1, side, side, generator=g, dtype=torch.float64)
@@ -67,7 +69,8 @@ def image_mixture(k: int = 8, side: int = 8, seed: int = 0) -> tuple[GaussianMix
 def log_density(x: torch.Tensor, w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     """Exact log p(x) [n] of the diagonal mixture (closed form)."""
     z = (x.double()[:, None, :] - means[None]) / stds[None]
-    comp = torch.log(w)[None] - 0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1)[None] - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    comp = (torch.log(w)[None] - 0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1)[None]
+            - 0.5 * x.shape[1] * math.log(2 * math.pi))
     return torch.logsumexp(comp, 1)
 
 
@@ -102,6 +105,15 @@ def run(args: argparse.Namespace) -> None:
         wr.writerows(rows)
 
 
+def code_default(solver: str) -> str:
+    """The variant label whose options the registered sampler has by default ('' if none)."""
+    defaults = vars(get_sampler(solver).options)
+    for name, label, opts in variants():
+        if name == solver and all(defaults.get(k) == v for k, v in opts.items()):
+            return label
+    return ""
+
+
 def report(args: argparse.Namespace) -> None:
     rows = [r for path in args.csv for r in csv.DictReader(open(path))]
     for r in rows:
@@ -114,7 +126,8 @@ def report(args: argparse.Namespace) -> None:
              "E_exact[log p] - E_samples[log p] (> 0 blurred, < 0 over-sharp) ± its standard error. NFE = budget "
              "(every sampler used at most its budget; counted).", "",
              "Rule: per solver, the variant with the lowest mean rank of |gap| over the 16 cells (VE, VP x NFE); "
-             "NaN ranks last. Produced by:", "", "```", *args.command.split("\n"), "```", ""]
+             "NaN ranks last. **(default)** marks the registered default. Produced by:", "",
+             "```", *args.command.split("\n"), "```", ""]
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     for solver in solvers:
         mine = [r for r in rows if r["solver"] == solver]
@@ -122,23 +135,25 @@ def report(args: argparse.Namespace) -> None:
         table = {(r["variant"], r["process"], r["budget"]): r for r in mine}
         ranks = {lab: 0.0 for lab in labels}
         for cell in cells:
-            vals = sorted(labels, key=lambda lab: (math.isnan(table[(lab, *cell)]["gap"]), abs(table[(lab, *cell)]["gap"])))
+            gaps = {lab: table[(lab, *cell)]["gap"] for lab in labels}
+            vals = sorted(labels, key=lambda lab: (math.isnan(gaps[lab]), abs(gaps[lab])))
             for rank, lab in enumerate(vals):
                 ranks[lab] += rank / len(cells)
-        best = min(labels, key=lambda lab: ranks[lab])
-        lines += [f"## {solver}: default {best}", "",
+        best, current = min(labels, key=lambda lab: ranks[lab]), code_default(solver)
+        lines += [f"## {solver}: measured best {best}; registered default {current}", "",
                   "| variant | mean rank | " + " | ".join(f"{p.upper()} {b}" for p, b in cells) + " |",
                   "|---|---|" + "---|" * len(cells)]
         for lab in sorted(labels, key=lambda lab: ranks[lab]):
             vals = [table[(lab, *c)] for c in cells]
-            lines.append(f"| {lab}{' **(default)**' if lab == best else ''} | {ranks[lab]:.2f} | "
+            lines.append(f"| {lab}{' **(default)**' if lab == current else ''} | {ranks[lab]:.2f} | "
                          + " | ".join(f"{v['gap']:+.2f}±{v['se']:.2f}" for v in vals) + " |")
         lines.append("")
     best_rows = ["## Best registered sampler per cell", "", "| cell | solver (variant) | gap ± SE |", "|---|---|---|"]
     for cell in cells:
         here = [r for r in rows if (r["process"], r["budget"]) == cell and not math.isnan(r["gap"])]
         r = min(here, key=lambda r: abs(r["gap"]))
-        best_rows.append(f"| {cell[0].upper()} NFE {cell[1]} | {r['solver']} ({r['variant']}) | {r['gap']:+.2f} ± {r['se']:.2f} |")
+        best_rows.append(f"| {cell[0].upper()} NFE {cell[1]} | {r['solver']} ({r['variant']}) | "
+                         f"{r['gap']:+.2f} ± {r['se']:.2f} |")
     lines += best_rows + [""]
     open(args.md, "w").write("\n".join(lines))
     print("\n".join(lines))

@@ -38,10 +38,15 @@ def ggf_options(eps_rel: float, max_nfe: int) -> dict[str, Any]:
 
 
 def build_sampler(spec: RunSpec) -> Sampler:
-    """The fastdiff sampler of a spec."""
+    """The fastdiff sampler of a spec.
+
+    compute_batch 0: the benchmark counts the rows its score function sees as an NFE check independent of the
+    sampler's own count, and padding to a fixed micro-batch would add rows that are not evaluations.
+    """
+    options = {"compute_batch": 0, **spec.options}
     if spec.adaptive:
-        return get_sampler(spec.method, **spec.options)
-    return get_sampler(spec.method, nfe=spec.budget, **spec.options)
+        return get_sampler(spec.method, **options)
+    return get_sampler(spec.method, nfe=spec.budget, **options)
 
 
 def our_specs(process: Process, budgets: tuple[int, ...] = BUDGETS, samplers: list[str] | None = None,

@@ -112,7 +112,9 @@ def test_nfe_counting_and_batch_invariance(noise_control):
     p = VE()
     mu, lam, Q = gaussian_64()
     seeds = [3, 11, 5, 0, 7, 2, 9, 4]
-    sampler = get_sampler("ggf", eps_rel=0.05, noise_control=noise_control)
+    # compute_batch 0: the network sees exactly the active rows (padding to a fixed micro-batch is tested in
+    # test_compute_batch.py), so the rows it evaluates must equal the per-sample NFE summed
+    sampler = get_sampler("ggf", eps_rel=0.05, noise_control=noise_control, compute_batch=0)
     batch_fn = RowCounter(ExactGaussianScore(mu, lam, Q, p))
     full = sampler.sample(batch_fn, p, (8, D), seeds=seeds)
     attempts = full.info["accepted"] + full.info["rejected"]

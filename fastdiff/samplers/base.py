@@ -48,12 +48,21 @@ class SampleResult:
 
 
 class CountedScore:
-    """Wraps a score_fn, counting evaluations per sample; casts to the network dtype and back."""
+    """Wraps a score_fn: counts evaluations per sample, casts to the network dtype and back, checks the output
+    shape, and evaluates in fixed-shape chunks.
 
-    def __init__(self, score_fn: ScoreFn, batch_size: int, device: torch.device) -> None:
+    With ``compute_batch`` = M > 0 the network only ever sees batches of exactly M rows (the last chunk is padded by
+    repeating its last row). CPU kernels (GEMM/convolution blocking, thread splits) are chosen from the input
+    shape, so a varying batch size changes float rounding; a fixed shape makes every sample's output independent
+    of how many samples share its batch. 0 passes the batch through as it is (fastest, rounding then depends on
+    the batch size).
+    """
+
+    def __init__(self, score_fn: ScoreFn, batch_size: int, device: torch.device, compute_batch: int = 0) -> None:
         self.score_fn = score_fn
         self.counts = torch.zeros(batch_size, dtype=torch.int64)
         self.calls = 0
+        self.compute_batch = compute_batch
         params = getattr(score_fn, "parameters", None)
         first = next(iter(params()), None) if callable(params) else None
         self.net_dtype = first.dtype if first is not None and first.is_floating_point() else None
@@ -71,7 +80,29 @@ class CountedScore:
             self.counts[idx.cpu()] += 1
         self.calls += 1
         zin = z if self.net_dtype is None else z.to(self.net_dtype)
-        return self.score_fn(zin, t).to(z.dtype)
+        return self._evaluate(zin, t).to(z.dtype)
+
+    def _evaluate(self, z: Tensor, t: Tensor) -> Tensor:
+        m = self.compute_batch
+        if m <= 0:
+            return self._checked(z, t)
+        outs = []
+        for start in range(0, z.shape[0], m):
+            zc, tc = z[start:start + m], t[start:start + m]
+            n = zc.shape[0]
+            if n < m:  # pad with copies of the last row so the kernels see the same shape every time
+                zc = torch.cat([zc, zc[-1:].expand(m - n, *zc.shape[1:])])
+                tc = torch.cat([tc, tc[-1:].expand(m - n)])
+            outs.append(self._checked(zc, tc)[:n])
+        return torch.cat(outs)
+
+    def _checked(self, z: Tensor, t: Tensor) -> Tensor:
+        out = self.score_fn(z, t)
+        if not isinstance(out, Tensor) or out.shape != z.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise SamplerError(f"score_fn returned {got} for a state of shape {tuple(z.shape)}; it must return "
+                               "a tensor of the state's shape")
+        return out
 
 
 class Sampler:
@@ -87,9 +118,13 @@ class Sampler:
     @dataclass
     class Options:
         dtype: Literal["float32", "float64"] = "float32"
+        compute_batch: int = 64  # rows per network call, 0 = the whole batch (see CountedScore)
 
     def __init__(self, nfe: int | None = None, steps: int | None = None, **options: Any) -> None:
         self.options = build_options(self.Options, self.name, options)
+        if self.options.compute_batch < 0:
+            raise SamplerError(f"sampler {self.name!r}: compute_batch must be >= 0 (0 = whole batch), "
+                               f"got {self.options.compute_batch}")
         self._check_options()
         if nfe is not None and steps is not None:
             raise SamplerError(f"sampler {self.name!r}: give nfe= or steps=, not both")
@@ -160,7 +195,7 @@ class Sampler:
         if len(noise) != shape[0]:
             raise SamplerError(f"batch size {shape[0]} does not match the {len(noise)} seeds given")
         device = torch.device(device) if device is not None else noise.device
-        score = CountedScore(score_fn, shape[0], device)
+        score = CountedScore(score_fn, shape[0], device, self.options.compute_batch)
         with torch.no_grad():
             out = self.run(score, process, shape, noise, device)
         state, info = out if isinstance(out, tuple) else (out, {})

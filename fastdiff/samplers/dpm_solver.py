@@ -21,7 +21,7 @@ from torch import Tensor
 from ..processes.base import EDMView
 from . import register_sampler
 from .base import CountedScore, SamplerError
-from .edm import GridEDMSampler, edm_denoise
+from .edm import GridEDMSampler, SigmaGrid, edm_denoise
 from .noise import NoiseSource
 
 
@@ -115,8 +115,9 @@ class DPMSolverPP3M(DPMSolverPPMultistep):
 
     Warm-up with orders 1, 2 (Taylor form); with ``lower_order_final`` the step before the final sigma = 0
     denoising uses order 2 (DPM-Solver's remedy for the instability of high orders at few steps).
-    ``taylor_d2`` (default): the third-order weight of the second difference; False: the published code's
-    half weight (see :func:`dpmpp_step`).
+    ``taylor_d2``: the third-order weight of the second difference; False (default): the published code's half
+    weight (see :func:`dpmpp_step`), asymptotically second order but better at NFE <= 15 on the benchmark's
+    oracle. Default grid: log-SNR-uniform (defaults chosen by measurement: benchmarks/results/fast_solvers.md).
     """
 
     max_order = 3
@@ -124,8 +125,9 @@ class DPMSolverPP3M(DPMSolverPPMultistep):
 
     @dataclass
     class Options(DPMSolverPPMultistep.Options):
+        grid: SigmaGrid = "logsnr"
         lower_order_final: bool = True
-        taylor_d2: bool = True
+        taylor_d2: bool = False
 
     def taylor_d2(self) -> bool:
         return self.options.taylor_d2
@@ -141,13 +143,15 @@ class DPMSolverPP2MSDE(DPMSolverPP2M):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, Sec. 5; k-diffusion's dpmpp_2m_sde, midpoint form).
 
     eta = 1 discretises the reverse SDE, eta = 0 is dpmpp_2m; noise sigma' sqrt(1 - e^{-2 eta h}) s_noise xi from
-    each sample's own stream (independent steps need no Brownian tree).
+    each sample's own stream (independent steps need no Brownian tree). Default grid: log-SNR-uniform (by
+    measurement: benchmarks/results/fast_solvers.md).
     """
 
     stochastic = True
 
     @dataclass
     class Options(DPMSolverPP2M.Options):
+        grid: SigmaGrid = "logsnr"
         eta: float = 1.0
         s_noise: float = 1.0
 

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..processes.base import EDMView
 from . import register_sampler
 from .base import CountedScore, SamplerError
-from .edm import GridEDMSampler, edm_denoise
+from .edm import GridEDMSampler, SigmaGrid, edm_denoise
 from .noise import NoiseSource
 
 
@@ -30,13 +30,15 @@ class DPMSolverPPSDE(GridEDMSampler):
     xi_1 and xi_2 are the normalised increments of one Brownian path in sigma over [sigma_s, sigma] and
     [sigma', sigma] (built from two draws per step of the sample's own stream: no Brownian tree is needed, and
     the law equals k-diffusion's). The last step to sigma = 0 returns D. NFE = 2 steps - 1; eta = 0 is the
-    deterministic DPM-Solver++(2S).
+    deterministic DPM-Solver++(2S). Default grid log-SNR-uniform (by measurement:
+    benchmarks/results/fast_solvers.md).
     """
 
     stochastic = True
 
     @dataclass
     class Options(GridEDMSampler.Options):
+        grid: SigmaGrid = "logsnr"
         eta: float = 1.0
         s_noise: float = 1.0
         r: float = 0.5

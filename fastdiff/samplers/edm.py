@@ -58,12 +58,15 @@ class EDMSampler(Sampler):
         raise NotImplementedError
 
 
+SigmaGrid = Literal["karras", "logsnr", "uniform"]  # grids.SIGMA_GRIDS
+
+
 class GridEDMSampler(EDMSampler):
     """EDM-view sampler whose sigma grid is an option: Karras rho, even in log-SNR, or even in process time."""
 
     @dataclass
     class Options(EDMSampler.Options):
-        grid: Literal["karras", "logsnr", "uniform"] = "karras"
+        grid: SigmaGrid = "karras"
 
     def sigmas(self, process: EDMView, device: torch.device) -> Tensor:
         """``steps`` noise levels of the chosen grid on the clipped EDM range, with 0 appended (float64)."""

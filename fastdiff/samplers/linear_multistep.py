@@ -9,7 +9,7 @@ from torch import Tensor
 from ..processes.base import EDMView
 from . import register_sampler
 from .base import CountedScore, SamplerError
-from .edm import GridEDMSampler, edm_denoise
+from .edm import GridEDMSampler, SigmaGrid, edm_denoise
 from .noise import NoiseSource
 
 # Adams-Bashforth weights for equal steps, newest derivative first (orders 1-4)
@@ -32,10 +32,13 @@ def adams_bashforth_weights(nodes: list[float], target: float) -> list[float]:
 
 
 class SigmaMultistep(GridEDMSampler):
-    """Shared loop: one evaluation per grid point, x̃ += sum_j w_j d_{i-j} with d = (x̃ - D) / sigma."""
+    """Shared loop: one evaluation per grid point, x̃ += sum_j w_j d_{i-j} with d = (x̃ - D) / sigma.
+
+    Default grid log-SNR-uniform (by measurement: benchmarks/results/fast_solvers.md)."""
 
     @dataclass
     class Options(GridEDMSampler.Options):
+        grid: SigmaGrid = "logsnr"
         order: int = 4
 
     def _check_options(self) -> None:
