@@ -112,6 +112,39 @@ def net_check(ckpt: str, rows: list, budgets: list[int], n: int, box: float, bat
     return lines + [""]
 
 
+def speed_check(ckpt: str, rows: list, nfe: int, batch: int, reps: int) -> list[str]:
+    """Wall time of a warm sampler call / (counted NFE x one bare network call on the same batch), side by side."""
+    import statistics
+
+    from fastdiff.lightning.checkpoint import load_score_model
+
+    model = load_score_model(ckpt)
+    proc, shape = model.process, (batch, *model.data_shape)
+    z = torch.randn(proc.state_shape(shape))
+    t = torch.full((batch,), 0.5, dtype=torch.float64)
+    lines = [f"### cost per NFE, {ckpt}, batch {batch}, NFE {nfe} (median of {reps} side-by-side repeats)", "",
+             "| sampler | sampler s | NFE x bare net s | ratio |", "|---|---|---|---|"]
+    for label, name, kw in rows:
+        sampler = get_sampler(name, nfe=nfe, **kw)
+        with torch.no_grad():
+            sampler.sample(model, proc, shape, seeds=range(batch))  # warm: memoised coefficients, allocator
+            ratios, ts, tb = [], [], []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                res = sampler.sample(model, proc, shape, seeds=range(batch))
+                t1 = time.perf_counter()
+                for _ in range(int(res.nfe)):
+                    model(z, t)
+                t2 = time.perf_counter()
+                ts.append(t1 - t0)
+                tb.append(t2 - t1)
+                ratios.append((t1 - t0) / (t2 - t1))
+        lines.append(f"| {label} [{res.nfe}] | {statistics.median(ts):.2f} | {statistics.median(tb):.2f} | "
+                     f"{statistics.median(ratios):.3f} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
 def run_cell(problem: Problem, name: str, kw: dict, nfe: int, n: int, box: float) -> dict[str, Any]:
     try:
         sampler = get_sampler(name, nfe=nfe, **kw)
@@ -147,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt", action="append", default=[])
     ap.add_argument("--net", action="append", default=[], help="any PSLD checkpoint: max |x| check only")
     ap.add_argument("--net-n", type=int, default=1000)
+    ap.add_argument("--speed", action="append", default=[], help="checkpoint: cost per NFE vs the bare network")
+    ap.add_argument("--speed-reps", type=int, default=3)
     ap.add_argument("--net-box", type=float, default=1.5)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--box", type=float, default=4.0)
@@ -179,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("")
     for ck in args.net:
         lines += net_check(ck, rows, args.nfe, args.net_n, args.net_box, args.batch)
+    for ck in args.speed:
+        lines += speed_check(ck, rows, args.nfe[0], args.batch, args.speed_reps)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -18,7 +18,6 @@ bounded, dP/du is not, as u -> 0). Everything is float64 and depends only on the
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
