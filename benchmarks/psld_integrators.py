@@ -42,11 +42,16 @@ SAMPLERS: list[tuple[str, str, dict[str, Any]]] = [
     ("exp_ode order 3 data logsnr", "exp_ode", {"order": 3, "prediction": "data", "grid": "logsnr"}),
     ("exp_ode order 2 data clip", "exp_ode", {"order": 2, "prediction": "data", "clip_denoised": "CLIP"}),
     ("exp_ode order 1 data clip", "exp_ode", {"order": 1, "prediction": "data", "clip_denoised": "CLIP"}),
+    ("exp_ode order 2 data tau=t", "exp_ode", {"order": 2, "prediction": "data", "tau": "t"}),
+    ("exp_ode order 3 data tau=t", "exp_ode", {"order": 3, "prediction": "data", "tau": "t"}),
+    ("exp_ode order 2 data clip tau=t", "exp_ode", {"order": 2, "prediction": "data", "tau": "t",
+                                                   "clip_denoised": "CLIP"}),
     ("exp_sde order 1 eps", "exp_sde", {}),
     ("exp_sde order 1 data", "exp_sde", {"prediction": "data"}),
     ("exp_sde eta=0.5", "exp_sde", {"eta": 0.5}),
     ("exp_sde eta=0.3", "exp_sde", {"eta": 0.3}),
     ("exp_sde order 2 data", "exp_sde", {"order": 2, "prediction": "data"}),
+    ("exp_sde order 2 data tau=t", "exp_sde", {"order": 2, "prediction": "data", "tau": "t"}),
     ("exp_sde order 1 data clip", "exp_sde", {"prediction": "data", "clip_denoised": "CLIP"}),
 ]
 

@@ -79,15 +79,16 @@ def test_flow_frame_follows_the_point_mass_flow(u0):
         torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("form", ["ode_eps", "ode_data", "sde_data"])
-def test_quadrature_has_converged(form):
+@pytest.mark.parametrize("form,tau", [("ode_eps", "logsnr"), ("ode_data", "logsnr"), ("sde_data", "logsnr"),
+                                      ("ode_data", "t")])
+def test_quadrature_has_converged(form, tau):
     """The Gauss-Legendre weights (24 nodes) equal a 96-node computation to 1e-9 relative on a coarse PSLD grid.
 
     The integrands are smooth in log u (analytic on each step), so GL converges geometrically; 1e-9 is far above
     the float64 floor (1e-15) and far below any sampler error measured (>= 1e-4 at 50 NFE)."""
     p = PSLD()
     ts = torch.tensor([1.0, 0.3, 0.05, 0.01, 1e-3], dtype=torch.float64)
-    ca, cb = FlowFrame(p).coefficients(ts, 3, form), FlowFrame(p, nodes=96).coefficients(ts, 3, form)
+    ca, cb = FlowFrame(p, tau).coefficients(ts, 3, form), FlowFrame(p, tau, nodes=96).coefficients(ts, 3, form)
     assert ca.orders.tolist() == [1, 2, 3, 3]
     torch.testing.assert_close(ca.M, cb.M, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(ca.W, cb.W, rtol=1e-9, atol=1e-9 * float(cb.W.abs().max()))
@@ -139,15 +140,15 @@ def test_exp_ode_order1_is_ddim_on_vp():
 # ---- point masses: holding eps_R (or D) constant is exact --------------------------------------------------------
 @pytest.mark.parametrize("pname", ["ve", "vp", "psld"])
 @pytest.mark.parametrize("prediction", ["eps", "data"])
-@pytest.mark.parametrize("order", [1, 2, 3])
-def test_exp_ode_is_exact_for_a_point_mass(pname, prediction, order):
+@pytest.mark.parametrize("order,tau", [(1, "logsnr"), (2, "logsnr"), (3, "logsnr"), (3, "t")])
+def test_exp_ode_is_exact_for_a_point_mass(pname, prediction, order, tau):
     """With the point-mass score, eps_R (and D) are constant along the flow, so every order and any grid reproduces
     the exact PF-ODE map. Reference: scipy DOP853 at rtol 1e-12. Tolerance 1e-7 absolute on |z| <= ~5: the
     reference's own error is ~1e-11, quadrature ~1e-9 (test above), and PSLD adds 1e-9 I to Sigma (DESIGN.md 2),
     which breaks Sigma' = F Sigma + Sigma F^T + GG^T by |F| 1e-9 ~ 3e-8 per unit time (measured gap 1e-8);
     a Cholesky frame without the rotation misses by 0.24 on PSLD."""
     process = PROCESSES[pname]()
-    res = get_sampler("exp_ode", steps=3, order=order, prediction=prediction, final_denoise=False,
+    res = get_sampler("exp_ode", steps=3, order=order, prediction=prediction, tau=tau, final_denoise=False,
                       dtype="float64").sample(point_mass_score(process), process, (4, 2), seeds=PM_SEEDS)
     torch.testing.assert_close(res.state, point_mass_reference(pname), rtol=0, atol=1e-7)
 
