@@ -187,7 +187,7 @@ def test_exp_sde_eta_zero_is_exp_ode_order_one(pname):
     """eta = 0 removes the noise and leaves the flow-frame step: the same map as exp_ode order 1 (float64 rounding)."""
     process = PROCESSES[pname]()
     kw = {"steps": 5, "final_denoise": False, "dtype": "float64"}
-    a = get_sampler("exp_sde", eta=0.0, **kw).sample(conv.GAUSS.score_fn(process), process, (4, 2), seeds=range(4))
+    a = get_sampler("exp_sde", eta=0.0, order=1, prediction="eps", **kw).sample(conv.GAUSS.score_fn(process), process, (4, 2), seeds=range(4))
     b = get_sampler("exp_ode", order=1, **kw).sample(conv.GAUSS.score_fn(process), process, (4, 2), seeds=range(4))
     torch.testing.assert_close(a.state, b.state, rtol=1e-10, atol=1e-12)
 
@@ -197,7 +197,8 @@ def test_exp_sde_eps_is_ddpm_ancestral_on_vp():
     vp = VP()
     mix = conv.GAUSS
     seeds = [3, 9, 4]
-    res = get_sampler("exp_sde", steps=4, grid="uniform", final_denoise=False, dtype="float64").sample(
+    res = get_sampler("exp_sde", steps=4, order=1, prediction="eps", grid="uniform", final_denoise=False,
+                      dtype="float64").sample(
         mix.score_fn(vp), vp, (3, 2), seeds=seeds)
     noise = NoiseSource(seeds)
     z = vp.prior_sample(noise.randn((2,), dtype=torch.float64))
@@ -240,7 +241,8 @@ def _errors(pname, prediction, order, grid, steps):
         ref = conv.pf_ode_scipy(process, z_T, T, te)
     out = []
     for n in steps:
-        res = get_sampler("exp_ode", steps=n, order=order, prediction=prediction, grid=grid, final_denoise=False,
+        res = get_sampler("exp_ode", steps=n, order=order, prediction=prediction, grid=grid, tau="logsnr",
+                          final_denoise=False,
                           dtype="float64").sample(conv.GAUSS.score_fn(process), process, (len(conv.SEEDS), 2),
                                                   seeds=conv.SEEDS)
         out.append((res.state - ref).norm(dim=1).mean().item())
@@ -251,7 +253,9 @@ def test_bad_orders_are_clear_errors():
     with pytest.raises(SamplerError, match="order"):
         get_sampler("exp_ode", nfe=10, order=4)
     with pytest.raises(SamplerError, match="prediction='data'"):
-        get_sampler("exp_sde", nfe=10, order=2)
+        get_sampler("exp_sde", nfe=10, order=2, prediction="eps")
+    with pytest.raises(SamplerError, match="eta"):
+        get_sampler("exp_sde", nfe=10, eta=0.5)  # the default (order 2, data) is the bridge: no eta
 
 
 @pytest.mark.parametrize("name", ["exp_ode", "exp_sde"])
@@ -276,4 +280,4 @@ def test_clip_denoised_bounds_the_output_and_is_inert_inside_the_range(name):
     b = get_sampler(name, **kw).sample(good, process, (8, 2), seeds=range(8))
     assert torch.equal(a.state, b.state)
     with pytest.raises(SamplerError, match="clip_denoised"):
-        get_sampler(name, nfe=10, clip_denoised=1.0)  # eps form: nothing to clip
+        get_sampler(name, nfe=10, clip_denoised=1.0, prediction="eps")  # eps form: nothing to clip

@@ -6,7 +6,7 @@ step and is DDIM on VE/VP; orders 2 and 3 are Adams-type: the last evaluations a
 in log-SNR (``tau``) and integrated exactly against the step kernel (DPM-Solver-style multistep, lower order
 for the first steps). ``exp_sde``: the reverse SDE stepped by its exact Gaussian transition for a point mass at
 the current denoised estimate (the forward bridge q(z_t' | z_t, x0): DDPM ancestral sampling on VP), score held
-constant (order 1) or, in data form, a 2-step Adams correction (order 2). Both work on VE, VP and PSLD alike:
+constant (order 1) or, in data form, a 2-step Adams correction (order 2, the default). Both work on VE, VP and PSLD alike:
 only the process's per-coordinate matrices are used. 1 NFE per step, + 1 for the final Tweedie step.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _ExpBase(TimeGridSampler):
         grid: Literal["uniform", "quadratic", "karras", "logsnr"] = "quadratic"
         order: int = 3  # chosen by measurement: benchmarks/results/psld_integrators.md
         prediction: Literal["eps", "data"] = "eps"
-        tau: Literal["logsnr", "t"] = "logsnr"
+        tau: Literal["logsnr", "t"] | None = None  # None: "logsnr" for eps, "t" for data (measured, see the results)
         clip_denoised: float | None = None
 
     def _check_options(self) -> None:
@@ -60,10 +60,15 @@ class _ExpBase(TimeGridSampler):
     def form(self) -> str:
         raise NotImplementedError
 
+    def tau_kind(self) -> str:
+        """Multistep interpolation variable: the option, else log-SNR for eps_R and t for the denoised data."""
+        o = self.options
+        return o.tau if o.tau is not None else ("t" if o.prediction == "data" else "logsnr")
+
     def integrate(self, score: CountedScore, process: Process, z: Tensor, ts: Tensor, noise: NoiseSource) -> Tensor:
         ts = ts.to(torch.float64).cpu()
         o = self.options
-        co = step_coefficients(process, ts, o.order, self.form(), o.tau)
+        co = step_coefficients(process, ts, o.order, self.form(), self.tau_kind())
         frames = co.R if self.form() == "ode_eps" else None  # eps_R = -R^T score: the frame at the grid points
         data = self.form() != "ode_eps" and o.prediction == "data"
         hist: list[Tensor] = []
@@ -113,8 +118,8 @@ class ExponentialODE(_ExpBase):
 class ExponentialSDE(_ExpBase):
     """Exponential integrator of the reverse SDE: exact point-mass bridge per step (DDPM ancestral on VP).
 
-    Order 1 (default): z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score + chol(C) xi, with the score as it
-    is ("eps") or projected on a denoised x0 ("data"). ``eta`` < 1 (eps form) scales the noise down to eta^2 C and
+    Default: order 2, data form, interpolated in t. Order 1: z' = Phi z + (Phi Sigma_t - Sigma_t' Phi(t, t')^T) score + chol(C) xi, with the score as it
+    is ("eps") or projected on a denoised x0 ("data"). ``eta`` < 1 (eps form, order 1) scales the noise down to eta^2 C and
     keeps the marginals of a point mass exact (DDIM-eta in the flow frame; eta = 0 is exp_ode order 1). Order 2 (data only): the denoised estimate is linearly
     interpolated in log-SNR over the last two steps and integrated against the bridge kernel (SDE-DPM-Solver++-like).
     """
@@ -124,7 +129,8 @@ class ExponentialSDE(_ExpBase):
 
     @dataclass
     class Options(_ExpBase.Options):
-        order: int = 1
+        order: int = 2  # defaults chosen by measurement: benchmarks/results/psld_integrators.md
+        prediction: Literal["eps", "data"] = "data"
         eta: float = 1.0
 
     def _check_options(self) -> None:
@@ -132,8 +138,10 @@ class ExponentialSDE(_ExpBase):
         eta = self.options.eta
         if not (0 <= eta <= 1):
             raise SamplerError(f"sampler {self.name!r}: eta must be in [0, 1], got {eta!r}")
-        if eta != 1.0 and self.options.prediction != "eps":
-            raise SamplerError(f"sampler {self.name!r}: eta != 1 needs prediction='eps' (the data form is the bridge)")
+        if eta != 1.0 and (self.options.prediction != "eps" or self.options.order != 1):
+            raise SamplerError(f"sampler {self.name!r}: eta != 1 needs prediction='eps' and order=1 "
+                               f"(the data form is the bridge), got prediction={self.options.prediction!r}, "
+                               f"order={self.options.order}")
         if self.options.order > 1 and self.options.prediction != "data":
             raise SamplerError(f"sampler {self.name!r}: order {self.options.order} needs prediction='data' "
                                f"(the eps form has order 1 only)")
