@@ -107,7 +107,8 @@ def net_check(ckpt: str, rows: list, budgets: list[int], n: int, box: float, bat
                 with torch.no_grad():
                     for lo in range(0, n, batch):
                         seeds = range(lo, min(n, lo + batch))
-                        xs.append(sampler.sample(model, proc, (len(seeds), *shape), seeds=seeds).x.reshape(len(seeds), -1))
+                        res = sampler.sample(model, proc, (len(seeds), *shape), seeds=seeds)
+                        xs.append(res.x.reshape(len(seeds), -1))
                 amax = torch.cat(xs).abs().amax(1)
                 cells.append(f"{amax.max().item():.2f} ({int((amax > box).sum())})"
                              + (f" [{sampler.nfe}]" if sampler.nfe != nfe else ""))
@@ -198,15 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     rows = [(label, name, {k: (args.clip if v == "CLIP" else v) for k, v in kw.items()}) for label, name, kw in SAMPLERS
             if args.only is None or any(o in label for o in args.only)]
-    lines = [f"clip rows: clip_denoised = {args.clip}; n = {args.n} seeds (0..{args.n - 1}); box |x|_inf <= {args.box}; command: python "
-             + " ".join(sys.argv), ""]
+    lines = [f"clip rows: clip_denoised = {args.clip}; n = {args.n} seeds (0..{args.n - 1}); "
+             f"box |x|_inf <= {args.box}; command: python " + " ".join(sys.argv), ""]
     for prob in problems(args.problems or [], args.ckpt):
         cells = {}
         for label, name, kw in rows:
             for nfe in args.nfe:
                 cells[(label, nfe)] = run_cell(prob, name, kw, nfe, args.n, args.box)
                 print(prob.key, label, nfe, cells[(label, nfe)], flush=True)
-        lines += [f"### {prob.key}", "", "mean log-likelihood gap ± SE (nats; counted NFE in brackets where below the budget)",
+        lines += [f"### {prob.key}", "",
+                  "mean log-likelihood gap ± SE (nats; counted NFE in brackets where below the budget)",
                   "", "| sampler | " + " | ".join(f"NFE {b}" for b in args.nfe) + " |",
                   "|---|" + "---|" * len(args.nfe)]
         for label, _, _ in rows:
