@@ -6,8 +6,9 @@ step and is DDIM on VE/VP; orders 2 and 3 are Adams-type: the last evaluations a
 in ``tau`` (log-SNR for eps_R, t for D by default) and integrated exactly against the step kernel (DPM-Solver-style
 multistep, lower order for the first steps). ``exp_sde``: the reverse SDE stepped by its exact Gaussian transition
 for a point mass at the current denoised estimate (the forward bridge q(z_t' | z_t, x0): DDPM ancestral sampling on
-VP), score held constant (order 1) or, in data form, a 2-step Adams correction (order 2, the default). Both work on VE, VP and
-PSLD alike: only the process's per-coordinate matrices are used. 1 NFE per step, + 1 for the final Tweedie step.
+VP), score held constant (order 1) or, in data form, a 2-step Adams correction (order 2, the default). Both work on
+VE, VP and PSLD alike: only the process's per-coordinate matrices are used. 1 NFE per step, + 1 for the final Tweedie
+step.
 """
 from __future__ import annotations
 
