@@ -12,14 +12,71 @@ import math
 import pytest
 import torch
 
+from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.samplers import NoiseSource, SamplerError, SamplingNaNError, get_sampler
 from fastdiff.samplers.flow_frame import FlowFrame
 
-import test_sampler_convergence as conv
-
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
 X0 = torch.tensor([0.7, -0.4], dtype=torch.float64)
+
+
+# ---- small references (own copies, so this file does not depend on another test module) ------------------------
+class conv:  # noqa: N801  (a namespace)
+    MU = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    COV = torch.tensor([[0.30, 0.12], [0.12, 0.10]], dtype=torch.float64)  # anisotropic: eigenvalues 0.36, 0.04
+    GAUSS = GaussianMixture.gaussian(MU, COV)
+    SEEDS = list(range(12))
+
+    @staticmethod
+    def first_draws(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+        """The first standard-normal draw of each seed's stream (what a sampler's prior uses)."""
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).double()
+
+    @staticmethod
+    def edm_flow(x: torch.Tensor, sigma0: float, sigma1: float) -> torch.Tensor:
+        """Exact PF-ODE map x~(sigma0) -> x~(sigma1) for N(MU, COV) in the EDM view (closed form)."""
+        lam, q = torch.linalg.eigh(conv.COV)
+        return conv.MU + ((x - conv.MU) @ q) * torch.sqrt((lam + sigma1**2) / (lam + sigma0**2)) @ q.T
+
+    @staticmethod
+    def pf_ode_scipy(process, z_T: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+        """PF-ODE dz/dt = F z + 1/2 GG^T Sigma_t^-1 (z - m_t) for Gaussian data (scipy DOP853, rtol 1e-11)."""
+        from scipy.integrate import solve_ivp
+
+        eye = torch.eye(2, dtype=torch.float64)
+        n = z_T.shape[0]
+
+        def rhs(t, y):
+            tt = torch.tensor([t], dtype=torch.float64)
+            F, GG = (m[0].contiguous() for m in process.sde_coeffs(tt))
+            a, L = process.marginal_coeffs(tt)
+            m = torch.kron(a[0], conv.MU)
+            S = torch.kron(torch.outer(a[0], a[0]), conv.COV) + torch.kron(L[0] @ L[0].T, eye)
+            z = torch.from_numpy(y).reshape(n, -1)
+            v = z @ torch.kron(F, eye).T + 0.5 * torch.linalg.solve(S, (z - m).T).T @ torch.kron(GG, eye).T
+            return v.reshape(-1).numpy()
+
+        sol = solve_ivp(rhs, (t0, t1), z_T.reshape(-1).numpy(), method="DOP853", rtol=1e-11, atol=1e-12)
+        return torch.from_numpy(sol.y[:, -1]).reshape(n, -1)
+
+    @staticmethod
+    def slope(steps: list[int], errs: list[float]) -> float:
+        """Least-squares slope of -log(err) against log(steps): the observed order."""
+        x = torch.log(torch.tensor(steps, dtype=torch.float64))
+        y = -torch.log(torch.tensor(errs, dtype=torch.float64))
+        xc = x - x.mean()
+        return float((xc * (y - y.mean())).sum() / (xc**2).sum())
+
+    @staticmethod
+    def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+        """Largest |mean error| and |cov error| in units of their standard errors for n samples."""
+        n = x.shape[0]
+        x = x.double().reshape(n, -1)
+        dm = (x.mean(0) - mean).abs() / torch.sqrt(torch.diagonal(cov) / n)
+        se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
+        dc = (torch.cov(x.T) - cov).abs() / se_cov
+        return float(dm.max()), float(dc.max())
 
 
 def point_mass_score(process, x0=X0):
@@ -303,7 +360,6 @@ def test_psld_rings_at_low_nfe(name, nfe, measured):
     half of it, so this is conservative) and below 0.3 + |measured| in size (the best existing PSLD samplers are at
     -0.56 and +0.40 in these cells); no seed may leave |x| <= 2.5 (the data's max is ~1.7)."""
     from fastdiff.data.toy2d import rings_mixture
-    from fastdiff.oracle import GaussianMixture
 
     mix, process = GaussianMixture(*rings_mixture()), PSLD()
     res = get_sampler(name, nfe=nfe).sample(mix.score_fn(process), process, (1000, 2), seeds=range(1000))
