@@ -36,16 +36,24 @@ SAMPLERS: list[tuple[str, str, dict[str, Any]]] = [
     ("exp_ode order 1 eps", "exp_ode", {"order": 1}),
     ("exp_ode order 2 eps", "exp_ode", {"order": 2}),
     ("exp_ode order 3 eps", "exp_ode", {"order": 3}),
-    ("exp_ode order 2 data", "exp_ode", {"order": 2, "prediction": "data"}),
-    ("exp_ode order 3 data", "exp_ode", {"order": 3, "prediction": "data"}),
+    ("exp_ode order 2 data", "exp_ode", {"order": 2, "prediction": "data", "tau": "logsnr"}),
+    ("exp_ode order 3 data", "exp_ode", {"order": 3, "prediction": "data", "tau": "logsnr"}),
     ("exp_ode order 2 eps logsnr", "exp_ode", {"order": 2, "grid": "logsnr"}),
-    ("exp_ode order 3 data logsnr", "exp_ode", {"order": 3, "prediction": "data", "grid": "logsnr"}),
-    ("exp_ode order 2 data clip", "exp_ode", {"order": 2, "prediction": "data", "clip_denoised": "CLIP"}),
+    ("exp_ode order 3 data logsnr", "exp_ode", {"order": 3, "prediction": "data", "grid": "logsnr", "tau": "logsnr"}),
+    ("exp_ode order 2 data clip", "exp_ode", {"order": 2, "prediction": "data", "tau": "logsnr",
+                                              "clip_denoised": "CLIP"}),
     ("exp_ode order 1 data clip", "exp_ode", {"order": 1, "prediction": "data", "clip_denoised": "CLIP"}),
-    ("exp_sde order 1 eps", "exp_sde", {}),
-    ("exp_sde order 1 data", "exp_sde", {"prediction": "data"}),
-    ("exp_sde order 2 data", "exp_sde", {"order": 2, "prediction": "data"}),
-    ("exp_sde order 1 data clip", "exp_sde", {"prediction": "data", "clip_denoised": "CLIP"}),
+    ("exp_ode order 2 data tau=t", "exp_ode", {"order": 2, "prediction": "data", "tau": "t"}),
+    ("exp_ode order 3 data tau=t", "exp_ode", {"order": 3, "prediction": "data", "tau": "t"}),
+    ("exp_ode order 2 data clip tau=t", "exp_ode", {"order": 2, "prediction": "data", "tau": "t",
+                                                   "clip_denoised": "CLIP"}),
+    ("exp_sde order 1 eps", "exp_sde", {"order": 1, "prediction": "eps"}),
+    ("exp_sde order 1 data", "exp_sde", {"order": 1, "prediction": "data"}),
+    ("exp_sde eta=0.5", "exp_sde", {"order": 1, "prediction": "eps", "eta": 0.5}),
+    ("exp_sde eta=0.3", "exp_sde", {"order": 1, "prediction": "eps", "eta": 0.3}),
+    ("exp_sde order 2 data", "exp_sde", {"order": 2, "prediction": "data", "tau": "logsnr"}),
+    ("exp_sde order 2 data tau=t", "exp_sde", {"order": 2, "prediction": "data", "tau": "t"}),
+    ("exp_sde order 1 data clip", "exp_sde", {"order": 1, "prediction": "data", "clip_denoised": "CLIP"}),
 ]
 
 
@@ -99,7 +107,8 @@ def net_check(ckpt: str, rows: list, budgets: list[int], n: int, box: float, bat
                 with torch.no_grad():
                     for lo in range(0, n, batch):
                         seeds = range(lo, min(n, lo + batch))
-                        xs.append(sampler.sample(model, proc, (len(seeds), *shape), seeds=seeds).x.reshape(len(seeds), -1))
+                        res = sampler.sample(model, proc, (len(seeds), *shape), seeds=seeds)
+                        xs.append(res.x.reshape(len(seeds), -1))
                 amax = torch.cat(xs).abs().amax(1)
                 cells.append(f"{amax.max().item():.2f} ({int((amax > box).sum())})"
                              + (f" [{sampler.nfe}]" if sampler.nfe != nfe else ""))
@@ -107,6 +116,39 @@ def net_check(ckpt: str, rows: list, budgets: list[int], n: int, box: float, bat
                 cells.append(str(err).split(":")[-1].strip()[:40])
             print(ckpt, label, nfe, cells[-1], flush=True)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def speed_check(ckpt: str, rows: list, nfe: int, batch: int, reps: int) -> list[str]:
+    """Wall time of a warm sampler call / (counted NFE x one bare network call on the same batch), side by side."""
+    import statistics
+
+    from fastdiff.lightning.checkpoint import load_score_model
+
+    model = load_score_model(ckpt)
+    proc, shape = model.process, (batch, *model.data_shape)
+    z = torch.randn(proc.state_shape(shape))
+    t = torch.full((batch,), 0.5, dtype=torch.float64)
+    lines = [f"### cost per NFE, {ckpt}, batch {batch}, NFE {nfe} (median of {reps} side-by-side repeats)", "",
+             "| sampler | sampler s | NFE x bare net s | ratio |", "|---|---|---|---|"]
+    for label, name, kw in rows:
+        sampler = get_sampler(name, nfe=nfe, **kw)
+        with torch.no_grad():
+            sampler.sample(model, proc, shape, seeds=range(batch))  # warm: memoised coefficients, allocator
+            ratios, ts, tb = [], [], []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                res = sampler.sample(model, proc, shape, seeds=range(batch))
+                t1 = time.perf_counter()
+                for _ in range(int(res.nfe)):
+                    model(z, t)
+                t2 = time.perf_counter()
+                ts.append(t1 - t0)
+                tb.append(t2 - t1)
+                ratios.append((t1 - t0) / (t2 - t1))
+        lines.append(f"| {label} [{res.nfe}] | {statistics.median(ts):.2f} | {statistics.median(tb):.2f} | "
+                     f"{statistics.median(ratios):.3f} |")
+        print(lines[-1], flush=True)
     return lines + [""]
 
 
@@ -145,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt", action="append", default=[])
     ap.add_argument("--net", action="append", default=[], help="any PSLD checkpoint: max |x| check only")
     ap.add_argument("--net-n", type=int, default=1000)
+    ap.add_argument("--speed", action="append", default=[], help="checkpoint: cost per NFE vs the bare network")
+    ap.add_argument("--speed-reps", type=int, default=3)
     ap.add_argument("--net-box", type=float, default=1.5)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--box", type=float, default=4.0)
@@ -155,15 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     rows = [(label, name, {k: (args.clip if v == "CLIP" else v) for k, v in kw.items()}) for label, name, kw in SAMPLERS
             if args.only is None or any(o in label for o in args.only)]
-    lines = [f"clip rows: clip_denoised = {args.clip}; n = {args.n} seeds (0..{args.n - 1}); box |x|_inf <= {args.box}; command: python "
-             + " ".join(sys.argv), ""]
+    lines = [f"clip rows: clip_denoised = {args.clip}; n = {args.n} seeds (0..{args.n - 1}); "
+             f"box |x|_inf <= {args.box}; command: python " + " ".join(sys.argv), ""]
     for prob in problems(args.problems or [], args.ckpt):
         cells = {}
         for label, name, kw in rows:
             for nfe in args.nfe:
                 cells[(label, nfe)] = run_cell(prob, name, kw, nfe, args.n, args.box)
                 print(prob.key, label, nfe, cells[(label, nfe)], flush=True)
-        lines += [f"### {prob.key}", "", "mean log-likelihood gap ± SE (nats; counted NFE in brackets where below the budget)",
+        lines += [f"### {prob.key}", "",
+                  "mean log-likelihood gap ± SE (nats; counted NFE in brackets where below the budget)",
                   "", "| sampler | " + " | ".join(f"NFE {b}" for b in args.nfe) + " |",
                   "|---|" + "---|" * len(args.nfe)]
         for label, _, _ in rows:
@@ -177,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("")
     for ck in args.net:
         lines += net_check(ck, rows, args.nfe, args.net_n, args.net_box, args.batch)
+    for ck in args.speed:
+        lines += speed_check(ck, rows, args.nfe[0], args.batch, args.speed_reps)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -18,7 +18,6 @@ bounded, dP/du is not, as u -> 0). Everything is float64 and depends only on the
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +125,8 @@ class FlowFrame:
             A_u = self.process.transition_coeffs(tn[:, None].expand(S, n).reshape(-1), uf)[0].reshape(S, n, k, k)
             kern = S_n[:, None] @ A_u.transpose(-1, -2) @ torch.linalg.solve(S_u, a_u)  # Q2(u)
             end_n, end_t = a_n, M @ a_t
-            # the same order-1 step in score form (a_t D = z + Sigma_t score): z' = Phi z + (Phi Sigma_t - Psi2 Sigma_t) s
+            # the same order-1 step in score form (a_t D = z + Sigma_t score):
+            # z' = Phi z + (Phi Sigma_t - Psi2 Sigma_t) s
             Phi = self.phi(tn, t)
             extra = (Phi, Phi @ S_t - S_n @ A_back.transpose(-1, -2))
         elif form in ("ode_eps", "ode_data"):
@@ -170,7 +170,7 @@ class FlowFrame:
         return L @ L.transpose(-1, -2)
 
     def bridge_noise(self, t: Tensor, tn: Tensor) -> Tensor:
-        """Lower Cholesky [S, k, k] of Cov(z_t' | z_t, x0) = Sigma_t' - Psi2 Phi(t, t') Sigma_t' (exact reverse-SDE noise)."""
+        """Lower Cholesky [S, k, k] of Cov(z_t' | z_t, x0) = Sigma_t' - Psi2 Phi(t, t') Sigma_t' (the exact noise)."""
         S_n, S_t = self._cov(tn), self._cov(t)
         A_back = self.process.transition_coeffs(tn, t)[0]
         C = S_n - S_n @ A_back.transpose(-1, -2) @ torch.linalg.solve(S_t, A_back @ S_n)
@@ -185,7 +185,8 @@ class FlowFrame:
 @dataclass
 class StepCoeffs:
     """Per-step coefficients: M [S, k, k], W [S, order, k, c], the order used per step [S]; for the SDE also the
-    bridge noise factor [S, k, k] and the order-1 score-form pair (M_eps, W_eps), each [S, k, k]; for the ODE the frame."""
+    bridge noise factor [S, k, k] and the order-1 score-form pair (M_eps, W_eps), each [S, k, k]; for the ODE the
+    flow frame at the grid points."""
 
     M: Tensor
     W: Tensor
@@ -220,8 +221,8 @@ _CACHE: dict[tuple, StepCoeffs] = {}
 
 
 def step_coefficients(process: Process, ts: Tensor, order: int, form: str, tau: str = "logsnr") -> StepCoeffs:
-    """:meth:`FlowFrame.coefficients`, memoised on (process config, grid, order, form, tau): they depend on nothing else,
-    so repeated batches (sample.py, validation callbacks) pay for them once."""
+    """:meth:`FlowFrame.coefficients`, memoised on (process config, grid, order, form, tau): they depend on nothing
+    else, so repeated batches (sample.py, validation callbacks) pay for them once."""
     key = (repr(sorted(process.config().items())), tuple(ts.tolist()), order, form, tau)
     if key not in _CACHE:
         if len(_CACHE) >= 64:
