@@ -11,7 +11,7 @@ Sections (all with the exact score, DESIGN.md section 8 scenario (a), unless --c
   D. What drives the redraw bias (d = 1, VP): the ablation switches.
   E. (--ckpt) A network trained by the framework on toy2d rings (2-d, exact target: the rings mixture).
 
-    python benchmarks/ggf_bench.py [--n 1000] [--quick] [--sections ABCD] [--out FILE.md] [--ckpt rings.ckpt]
+    python -m benchmarks ggf [--n 1000] [--quick] [--sections ABCD] [--out FILE.md] [--ckpt rings.ckpt]
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ sample) and the step count, flags any count above the budget, and prints the sam
 below its minimum. The adaptive ``ggf`` takes no budget: its mean / max counted NFE per sample are reported at
 eps_rel 0.1 / 0.05 / 0.02 / 0.01 instead.
 
-    python benchmarks/nfe_table.py [--n 64] [--out benchmarks/results/nfe_accounting.md]
+    python -m benchmarks nfe [--n 64] [--out benchmarks/results/nfe_accounting.md]
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     head = ("# NFE accounting of the registered samplers\n\n"
-            f"Command: `python benchmarks/nfe_table.py --n {args.n}"
+            f"Command: `python -m benchmarks nfe --n {args.n}"
             + (f" --out {args.out}`" if args.out else "`") + "\n\n"
             f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()} CPU "
             "(2 cores, no GPU), 1 thread.\n\n")

@@ -10,7 +10,7 @@ Wasserstein-1 and unbiased multi-scale RBF MMD^2 (fastdiff.metrics.toy) against 
 log-likelihood gap under the exact data law, with their noise floor (fresh target sets).
 Every run is also repeated with the exact score ("exact" columns).
 
-    python benchmarks/restart_bench.py [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]
+    python -m benchmarks restart [--n 2000] [--quick] [--out results.md] [--ckpt last.ckpt [--only-ckpt]
                                        [--ckpt-n N]]
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from fastdiff.metrics.toy import mmd_rbf, sliced_wasserstein
-from fastdiff.bench.biased import BiasedScore, perturbed
+from benchmarks.biased import BiasedScore, perturbed
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VP
 from fastdiff.processes.base import Process
@@ -57,7 +57,7 @@ class Metric:
                 self.logp(x).mean().item() - self.target_logp)
 
 
-# ---- biased score: fastdiff.bench.biased (perturbed, BiasedScore) ----------------------------------------
+# ---- biased score: benchmarks.biased (perturbed, BiasedScore) ----------------------------------------
 
 
 # ---- runs ------------------------------------------------------------------------------------------------

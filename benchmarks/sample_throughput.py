@@ -1,6 +1,6 @@
 """sample.py throughput with 1 vs 2 processes (Lightning DDP, gloo on CPU or nccl on GPU), side by side in one run.
 
-    python benchmarks/sample_throughput.py [--n 512] [--sampler edm_heun] [--nfe 17] [--batch 64] [--repeats 1]
+    python -m benchmarks throughput [--n 512] [--sampler edm_heun] [--nfe 17] [--batch 64] [--repeats 1]
                                            [--accelerator cpu] [--ckpt PATH] [--md OUT.md]
 
 Model: the default digits U-Net of configs/digits_vp.yaml, freshly initialised (throughput does not depend on the
@@ -101,7 +101,7 @@ def main() -> None:
         ordered = sorted(runs, key=lambda r: r["samples_per_s"])
         rows.append({**ordered[len(ordered) // 2], "rounds": [r["samples_per_s"] for r in runs]})
     base = rows[0]["samples_per_s"]
-    cmd = " ".join(["python benchmarks/sample_throughput.py"] + sys.argv[1:])
+    cmd = " ".join(["python -m benchmarks throughput"] + sys.argv[1:])
     report = "\n".join([
         f"Command: `{cmd}`",
         "",

@@ -1,4 +1,4 @@
-"""fastdiff.bench: the quality machinery on a tiny configuration, NFE accounting, peers skipped or checked."""
+"""benchmarks: the quality machinery on a tiny configuration, NFE accounting, peers skipped or checked."""
 from __future__ import annotations
 
 import math
@@ -7,26 +7,26 @@ import sys
 import pytest
 import torch
 
-from fastdiff.bench import peers
-from fastdiff.bench.biased import BiasedScore, perturbed
-from fastdiff.bench.noise import BatchNoise
-from fastdiff.bench.quality import Floor, QualityConfig, Row, SlicedW1, run_quality
-from fastdiff.bench.report import assemble
-from fastdiff.bench.specs import RunSpec, our_specs
-from fastdiff.bench.tables import bucket, quality_markdown, verdict
+from benchmarks import peers
+from benchmarks.biased import BiasedScore, perturbed
+from benchmarks.noise import BatchNoise
+from benchmarks.quality import QualityConfig, SlicedW1, run_quality
+from benchmarks.report import assemble
+from benchmarks.specs import RunSpec, our_specs
+from benchmarks.tables import bucket, quality_markdown, verdict
 from fastdiff.metrics.toy import sliced_wasserstein
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.samplers import get_sampler
 
 TINY = QualityConfig(n=48, budgets=(10, 20), processes=("vp",), targets=("rings2d",), scenarios=("exact",),
-                     samplers=["edm_heun", "euler_maruyama"], peers=False, n_ref=2000)
+                     samplers=["edm_heun", "euler_maruyama"], peers=False, n_ref=2000, ref_nfe=39)
 
 
 @pytest.fixture
 def no_peers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make k_diffusion and torchsde unimportable, whatever the environment has."""
-    for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde"):
+    for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde", "diffusers"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr(peers, "_CACHE", {})
 
@@ -42,9 +42,12 @@ def test_tiny_quality_run_rows_and_nfe_accounting() -> None:
         # the benchmark's own score wrapper == the sampler's CountedScore == its declared nfe_for(steps)
         assert r.nfe == r.nfe_sampler == r.nfe_declared == expected_nfe[(r.label, r.budget)]
         assert r.sw is not None and math.isfinite(r.sw) and r.sw > 0
-    text = quality_markdown(res, TINY, "python -m fastdiff.bench quality --tiny", [])
+        assert r.gap is not None and r.gap_se is not None and r.gap_se > 0
+        # pathwise error only for the deterministic solver (euler_maruyama is stochastic)
+        assert (r.path is not None) == (r.label == "edm_heun")
+    text = quality_markdown(res, TINY, "python -m benchmarks quality --tiny")
     table = [ln for ln in text.splitlines() if ln.startswith("| edm_heun |") or ln.startswith("| euler_maruyama |")]
-    assert len(table) == 2 and all(ln.count("|") == len(TINY.budgets) + 3 for ln in table)
+    assert len(table) == 3 and all(ln.count("|") == len(TINY.budgets) + 3 for ln in table)  # gap x2, path x1
     assert "| sampler | 10 | 20 | s |" in text
     assert "NFE accounting: 4 completed runs" in text and "Mismatches" not in text
 
@@ -83,25 +86,21 @@ def test_cached_sliced_w1_equals_the_metric_module() -> None:
 def test_bucket_and_verdict() -> None:
     assert bucket(9, (10, 20)) == 10 and bucket(10, (10, 20)) == 10 and bucket(10.5, (10, 20)) == 20
     assert bucket(21, (10, 20)) is None and bucket(None, (10,)) is None
-    floor = Floor(sw=0.05, sw_std=0.01, mmd=0.0, mmd_std=0.0)
-    row = lambda sw: Row("p", "x", "x", "x", 10, None, sw=sw)  # noqa: E731
-    assert verdict(row(0.2), row(0.4), floor) == "<" and verdict(row(0.4), row(0.2), floor) == ">"
-    assert verdict(row(0.30), row(0.31), floor) == "≈"  # within 2 sqrt(2) floor std
-    assert verdict(row(0.06), row(0.02), floor) == "≈"  # both at the floor
-    assert verdict(None, row(0.1), floor) == ""
+    assert verdict(-0.21, 0.1) == "won" and verdict(0.21, 0.1) == "lost"
+    assert verdict(-0.2, 0.1) == "tie" and verdict(0.19, 0.1) == "tie"  # exactly 2 SE is not beyond it
 
 
 def test_peers_are_skipped_cleanly_when_not_importable(no_peers: None) -> None:
     assert peers.k_sampling() is None and peers.torchsde_module() is None
-    assert peers.missing_peers() == ["k-diffusion", "torchsde"]
+    assert peers.missing_peers() == ["k-diffusion", "torchsde", "diffusers"]
     assert peers.peer_specs(VP(), (10, 20)) == []
     cfg = QualityConfig(**{**TINY.__dict__, "peers": True, "samplers": ["edm_euler"], "budgets": (10,)})
     res = run_quality(cfg)
-    assert res.missing_peers == ["k-diffusion", "torchsde"]
+    assert res.missing_peers == ["k-diffusion", "torchsde", "diffusers"]
     assert [r.family for r in res.rows] == ["fastdiff"]
-    text = quality_markdown(res, cfg, "cmd", [])
+    text = quality_markdown(res, cfg, "cmd")
     assert "peers not installed (see benchmarks/setup_peers.sh)" in text
-    assert "edm_euler / —" in text  # headline cell: ours, no peer
+    assert "`edm_euler`" in text and "| — | | |" in text  # headline cell: ours, no peer, no verdict
 
 
 def test_biased_score_is_exact_below_sigma_b_and_wrong_above() -> None:

@@ -24,7 +24,6 @@ from fastdiff.data import (
 )
 from fastdiff.registry import DATASETS
 
-torch.set_num_threads(1)
 SHAPES = ["rings", "checkerboard", "swissroll", "moons"]
 
 

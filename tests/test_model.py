@@ -10,7 +10,6 @@ from fastdiff.losses import diffusion_loss, edm_loss, eps_loss
 from fastdiff.model import ScoreModel, build_score_model
 from fastdiff.processes import PSLD, VE, VP
 
-torch.set_num_threads(1)
 PROCESSES = {"vp": VP, "ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "psld": PSLD}
 
 

@@ -12,8 +12,6 @@ from fastdiff.nets.embeddings import FourierEmbedding, NoiseEmbedding, Positiona
 from fastdiff.nets.unet import num_groups
 from fastdiff.registry import NETS, UnknownNameError
 
-torch.set_num_threads(1)
-
 DIGITS = dict(image_size=8, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))
 
 

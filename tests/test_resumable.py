@@ -11,7 +11,6 @@ from fastdiff.data import DiffusionDataModule
 from fastdiff.data.datamodule import RandomHFlip
 from fastdiff.data.resumable import EpochShuffleSampler, ResumableDataLoader, mix_seed, uniform_from_seed
 
-torch.set_num_threads(1)
 DATA = torch.arange(50, dtype=torch.float32).unsqueeze(1)  # item i is the tensor [i]
 
 

@@ -16,10 +16,8 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.registry import SAMPLERS
 from fastdiff.samplers import SamplerError, get_sampler, list_samplers
+from gaussian_reference import COV, GAUSS, MU, edm_flow, exact_denoiser, first_draws, slope
 
-MU = torch.tensor([0.5, -0.3], dtype=torch.float64)
-COV = torch.tensor([[0.30, 0.12], [0.12, 0.10]], dtype=torch.float64)  # anisotropic: eigenvalues 0.36, 0.04
-GAUSS = GaussianMixture.gaussian(MU, COV)
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
 SEEDS = list(range(12))
 MOMENT_PROCESSES = {**PROCESSES, "ve": VE}  # sigma_max 50: the VE prior N(0, 50^2) matches p_T (sigma_max 5 biases the mean)
@@ -28,25 +26,6 @@ MOMENT_PROCESSES = {**PROCESSES, "ve": VE}  # sigma_max 50: the VE prior N(0, 50
 # no better at 0.01; pinned in test_ggf.py::test_bridge_removes_low_dimensional_bias), so convergence is checked with
 # the Brownian-bridge rejection, at eps_rel 0.02 (0.05 leaves VP's covariance 3.5 SE off).
 ADAPTIVE_OPTIONS = {"ggf": {"eps_rel": 0.02, "eps_abs": 0.0078, "noise_control": "bridge"}}
-
-
-def first_draws(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).double()
-
-
-def edm_flow(x: torch.Tensor, sigma0: float, sigma1: float) -> torch.Tensor:
-    """Exact PF-ODE map x~(sigma0) -> x~(sigma1) for N(mu, C)."""
-    lam, q = torch.linalg.eigh(COV)
-    return MU + ((x - MU) @ q) * torch.sqrt((lam + sigma1**2) / (lam + sigma0**2)) @ q.T
-
-
-def exact_denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    cov = COV + sigma**2 * torch.eye(2, dtype=torch.float64)
-    return MU + (COV @ torch.linalg.solve(cov, (x - MU).T)).T
-
-
-def karras(n: int, lo: float, hi: float, rho: float = 7.0) -> list[float]:
-    return [(hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho for i in range(n)]
 
 
 def pf_ode_scipy(process, z_T: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
@@ -70,29 +49,24 @@ def pf_ode_scipy(process, z_T: torch.Tensor, t0: float, t1: float) -> torch.Tens
     return torch.from_numpy(sol.y[:, -1]).reshape(n, -1)
 
 
-def slope(steps: list[int], errs: list[float]) -> float:
-    """Least-squares slope of -log(err) against log(steps): the observed order."""
-    x = torch.log(torch.tensor(steps, dtype=torch.float64))
-    y = -torch.log(torch.tensor(errs, dtype=torch.float64))
-    xc = x - x.mean()
-    return float((xc * (y - y.mean())).sum() / (xc**2).sum())
-
-
 def run(name: str, process, seeds, mixture=GAUSS, shape_tail=(2,), **kw):
     sampler = get_sampler(name, **kw)
     return sampler.sample(mixture.score_fn(process), process, (len(seeds), *shape_tail), seeds=seeds)
 
 
-def edm_errors(name: str, process, steps: list[int]) -> list[float]:
-    """Karras-grid sampler vs the exact flow to the last sigma > 0 plus the exact final step x = D (the ODE path)."""
-    lo = max(0.002, float(process.sigma(torch.tensor([process.t_eps_train]))))
-    hi = min(80.0, float(process.sigma(torch.tensor([process.T]))))
-    x0 = first_draws(SEEDS, (2,)) * hi
+def edm_errors(name: str, process, steps: list[int], **options) -> list[float]:
+    """EDM-view sampler vs the exact flow to its last sigma > 0 plus the exact final step x = D (the ODE path).
+
+    The grid is the sampler's own (the default Karras grid equals Eq. 5, the others their definitions:
+    test_fast_samplers.py::test_sigma_grids)."""
+    x0 = first_draws(SEEDS, (2,))
     errs = []
     for n in steps:
-        sig = karras(n, lo, hi)
-        ref = exact_denoiser(edm_flow(x0, sig[0], sig[-1]), sig[-1])
-        errs.append((run(name, process, SEEDS, steps=n, dtype="float64").state - ref).norm(dim=1).mean().item())
+        sampler = get_sampler(name, steps=n, dtype="float64", **options)
+        sig = sampler.sigmas(process, torch.device("cpu")).tolist()
+        ref = exact_denoiser(edm_flow(x0 * sig[0], sig[0], sig[-2]), sig[-2])
+        res = sampler.sample(GAUSS.score_fn(process), process, (len(SEEDS), 2), seeds=SEEDS)
+        errs.append((res.state - ref).norm(dim=1).mean().item())
     return errs
 
 
@@ -110,19 +84,35 @@ def t_space_errors(name: str, process, steps: list[int], grid: str = "uniform") 
             .norm(dim=1).mean().item() for n in steps]
 
 
-ORDER_CASES = [("ode_euler", 1, "ve"), ("ode_euler", 1, "vp"), ("ode_heun", 2, "ve"), ("ode_heun", 2, "vp"),
-               ("edm_euler", 1, "ve"), ("edm_euler", 1, "vp"), ("edm_heun", 2, "ve"), ("edm_heun", 2, "vp"),
-               ("dpmpp_2m", 2, "ve"), ("dpmpp_2m", 2, "vp")]
+# (sampler, options, process, order) on 20, 40, 80, 160 steps; the slope is fitted on the last three.
+# Tolerance ORDER_TOL: adjacent orders differ by 1, so the bands p +- 0.35 never overlap and a solver one order off
+# fails; the pre-asymptotic bias of the fitted slope measured on these cases is at most 0.23 (unipc order 3 on VE:
+# 4.23; print them with -s). Grids are Karras (where the references and these slopes were measured) except where
+# the asymptotic regime is not reached by 160 steps with errors far above rounding: the published-weight 3M on the
+# Karras grid is still at slope 1.58 (its O(h^2) term is small there), so it is checked on the log-SNR grid (2.15). LMS and iPNDM are not listed: the first-order warm-up
+# step and, for iPNDM, equal-step weights on an unequal grid leave them between 2 and 3.7 depending on the grid.
+ORDER_CASES = [("ode_euler", {}, "ve", 1), ("ode_euler", {}, "vp", 1), ("ode_heun", {}, "ve", 2),
+               ("ode_heun", {}, "vp", 2), ("edm_euler", {}, "ve", 1), ("edm_euler", {}, "vp", 1),
+               ("edm_heun", {}, "ve", 2), ("edm_heun", {}, "vp", 2), ("dpmpp_2m", {}, "ve", 2),
+               ("dpmpp_2m", {}, "vp", 2), ("dpmpp_3m", {"taylor_d2": True, "grid": "karras"}, "vp", 3),
+               ("dpmpp_3m", {"taylor_d2": False, "grid": "logsnr"}, "vp", 2)] + [
+               ("unipc", {"order": k, "grid": "karras"}, p, k + 1) for p in ("vp", "ve") for k in (1, 2, 3)] + [
+               ("dpmpp_sde", {"eta": 0.0, "grid": "karras"}, p, 2) for p in ("vp", "ve")]
+ORDER_TOL = 0.35
 
 
-@pytest.mark.parametrize("name,order,pname", ORDER_CASES)
-def test_ode_samplers_have_their_order_on_the_ode_path(name, order, pname):
+@pytest.mark.parametrize("name,options,pname,order", ORDER_CASES,
+                         ids=[f"{c[0]}-{'-'.join(f'{k}={v}' for k, v in c[1].items())}-{c[2]}" for c in ORDER_CASES])
+def test_ode_samplers_have_their_order_on_the_ode_path(name, options, pname, order):
     process = PROCESSES[pname]()
-    steps = [10, 20, 40, 80]
-    errs = edm_errors(name, process, steps) if name.startswith(("edm", "dpm")) else t_space_errors(name, process, steps)
+    steps = [20, 40, 80, 160]
+    if SAMPLERS.get(name).requires == "edm_view":
+        errs = edm_errors(name, process, steps, **options)
+    else:
+        errs = t_space_errors(name, process, steps)
     p = slope(steps[1:], errs[1:])
-    print(f"order {name} {pname}: errors {['%.2e' % e for e in errs]} slope {p:.2f}")
-    assert abs(p - order) < (0.15 if order == 1 else 0.3), (errs, p)
+    print(f"order {name} {options} {pname}: errors {['%.2e' % e for e in errs]} slope {p:.2f}")
+    assert abs(p - order) < ORDER_TOL, (errs, p)
 
 
 @pytest.mark.slow
@@ -134,7 +124,7 @@ def test_ode_order_on_psld(name, order, steps, grid):
     errs = t_space_errors(name, PROCESSES["psld"](), steps, grid)
     p = slope(steps[1:], errs[1:])
     print(f"order {name} psld {grid}: errors {['%.2e' % e for e in errs]} slope {p:.2f}")
-    assert abs(p - order) < (0.15 if order == 1 else 0.3), (errs, p)
+    assert abs(p - order) < ORDER_TOL, (errs, p)
 
 
 # ---- statistical convergence of the moments -----------------------------------------------------------------
@@ -148,14 +138,24 @@ def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tup
     return float(dm.max()), float(dc.max())
 
 
+# Moment tolerances. Each check is a z-statistic: 2 means + 3 covariance entries per case. Z_FAST: Bonferroni over
+# the 6 default cases x 5 statistics at a family-wise false-failure rate of 1%: two-sided 0.01 / 30 per statistic
+# -> z = 3.59. Power: with n = 800 the covariance SE of a variance is sqrt(2 / n) = 5% of it, so a 30% variance
+# error sits at 6 SE and fails with probability Phi(6 - 3.6) > 99%; the mean SE is 3.5% of a standard deviation.
+# Z_SLOW: the same at n = 2000 over every registered sampler x process (~60 cases x 5 statistics) -> z = 4.15; a 30%
+# variance error is then 9.5 SE.
+Z_FAST, N_FAST = 3.6, 800
+Z_SLOW = 4.2
+
+
 @pytest.mark.parametrize("pname", ["ve", "vp"])
 @pytest.mark.parametrize("name", ["euler_maruyama", "pc", "edm_sde"])
 def test_sde_samplers_moments_at_200_nfe(name, pname):
     process = MOMENT_PROCESSES[pname]()
-    res = run(name, process, range(400), nfe=200)
+    res = run(name, process, range(N_FAST), nfe=200)
     zm, zc = moment_errors(res.x, MU, COV)
     print(f"moments {name} {pname} nfe {res.nfe}: mean {zm:.2f} SE, cov {zc:.2f} SE")
-    assert zm < 5 and zc < 5, (zm, zc)
+    assert zm < Z_FAST and zc < Z_FAST, (zm, zc)
 
 
 def convergence_cases() -> list:
@@ -170,7 +170,8 @@ def convergence_cases() -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("name,pname", convergence_cases())
 def test_every_sampler_moments_converge(name, pname):
-    """Mean and covariance within 5 standard errors at NFE 1000 (2000 samples), and closer than at NFE 20."""
+    """Mean and covariance within Z_SLOW standard errors at NFE 1000 (2000 samples), and no farther than at NFE 20
+    (+2 SE: the two runs share their seeds, so their Monte Carlo errors largely cancel in the comparison)."""
     cls = SAMPLERS.get(name)
     process = MOMENT_PROCESSES[pname]()
     n = 2000
@@ -180,9 +181,9 @@ def test_every_sampler_moments_converge(name, pname):
         res = run(name, process, range(n), **ADAPTIVE_OPTIONS[name])
         zm, zc = moment_errors(res.x, MU, COV)
         print(f"moments {name} {pname} nfe {res.nfe}: mean {zm:.2f} SE, cov {zc:.2f} SE")
-        assert zm < 5 and zc < 5, (zm, zc)
+        assert zm < Z_SLOW and zc < Z_SLOW, (zm, zc)
         return
-    high = 1000  # first-order schemes on VE (sigma 0.01..50) and on stiff PSLD need it for a 5-SE tolerance
+    high = 1000  # first-order schemes on VE (sigma 0.01..50) and on stiff PSLD need it for the Z_SLOW tolerance
     try:
         lo_res = run(name, process, range(n), nfe=20)
     except SamplerError:
@@ -190,7 +191,7 @@ def test_every_sampler_moments_converge(name, pname):
     res = run(name, process, range(n), nfe=high)
     zm, zc = moment_errors(res.x, MU, COV)
     print(f"moments {name} {pname} nfe {res.nfe}: mean {zm:.2f} SE, cov {zc:.2f} SE")
-    assert zm < 5 and zc < 5, (zm, zc)
+    assert zm < Z_SLOW and zc < Z_SLOW, (zm, zc)
     if lo_res is not None:
         lo_m, lo_c = moment_errors(lo_res.x, MU, COV)
         assert max(zm, zc) <= max(lo_m, lo_c) + 2, ((lo_m, lo_c), (zm, zc))

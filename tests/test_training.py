@@ -17,7 +17,6 @@ from fastdiff.nets import get_net
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 
-torch.set_num_threads(1)
 pl = pytest.importorskip("lightning.pytorch")
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402

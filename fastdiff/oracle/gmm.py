@@ -28,6 +28,9 @@ class GaussianMixture:
             raise ValueError(f"covs must have shape [K, d, d] = [{K}, {d}, {d}], got {tuple(self.covs.shape)}")
         self.weights = self.weights / self.weights.sum()
         self._chol = torch.linalg.cholesky(self.covs)  # raises if not positive definite
+        # diagonal covariances skip the per-component rotation (O(K B d) per score call instead of O(K B d^2))
+        off = self.covs - torch.diag_embed(torch.diagonal(self.covs, dim1=-2, dim2=-1))
+        self.is_diagonal = bool((off == 0).all())
 
     @property
     def dim(self) -> int:
@@ -57,6 +60,53 @@ class GaussianMixture:
             covs.append(q @ torch.diag(ev) @ q.T)
         w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
         return cls(w, means, torch.stack(covs))
+
+    @classmethod
+    def diagonal(cls, weights: Sequence[float] | Tensor, means: Sequence | Tensor,
+                 variances: Sequence | Tensor) -> "GaussianMixture":
+        """Mixture with diagonal covariances diag(variances[j]) ([K, d])."""
+        return cls(weights, means, torch.diag_embed(torch.as_tensor(variances, dtype=torch.float64)))
+
+    @classmethod
+    def image_like(cls, k: int = 10, side: int = 8, seed: int = 0, std: tuple[float, float] = (0.02, 0.2)
+                   ) -> "GaussianMixture":
+        """A d = side^2 "image" mixture with sharp modes: k smooth patterns in [-1, 1] (bilinear upsampling of a
+        random 3x3 grid, like blurred digits) as means, per-pixel stds log-uniform in ``std`` (many nearly
+        degenerate directions, as in image data), weights uneven (0.5..1.5 before normalising)."""
+        g = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(k, 1, 3, 3, generator=g, dtype=torch.float64) * 2 - 1
+        means = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=True)
+        lo, hi = math.log(std[0]), math.log(std[1])
+        stds = torch.exp(lo + (hi - lo) * torch.rand(k, side * side, generator=g, dtype=torch.float64))
+        w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
+        return cls.diagonal(w, means.reshape(k, side * side), stds**2)
+
+    # ---- the data density (time 0) ---------------------------------------------------------------------
+    def component_log_probs(self, x: Tensor) -> Tensor:
+        """log w_j + log N(x; mu_j, Sigma_j) for every component: [K, B] (float64) for data x [B, d]."""
+        flat = x.reshape(x.shape[0], -1).to(torch.float64).cpu()
+        if flat.shape[1] != self.dim:
+            raise ValueError(f"data has {flat.shape[1]} coordinates, the mixture has {self.dim}")
+        lam, Q, mu_rot = self._rotation()
+        y = flat[None] if Q is None else torch.einsum("bd,cde->cbe", flat, Q)  # [K or 1, B, d]
+        maha = ((y - mu_rot[:, None]) ** 2 / lam[:, None]).sum(-1)
+        return (torch.log(self.weights)[:, None] - 0.5 * maha - 0.5 * torch.log(lam).sum(-1)[:, None]
+                - 0.5 * self.dim * math.log(2 * math.pi))
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """Exact log p(x) [B] of data points x [B, d] under the mixture itself."""
+        return torch.logsumexp(self.component_log_probs(x), 0)
+
+    def assign(self, x: Tensor) -> Tensor:
+        """Index [B] of each point's most probable component (argmax of the posterior responsibility)."""
+        return self.component_log_probs(x).argmax(0)
+
+    def mahalanobis_sq(self, x: Tensor, comp: Tensor) -> Tensor:
+        """(x - mu_c)^T Sigma_c^-1 (x - mu_c) [B] of each point to its given component c = comp[b]."""
+        lam, Q, mu_rot = self._rotation()
+        flat = x.reshape(x.shape[0], -1).to(torch.float64).cpu()
+        y = flat if Q is None else torch.einsum("bd,bde->be", flat, Q[comp])
+        return ((y - mu_rot[comp]) ** 2 / lam[comp]).sum(-1)
 
     # ---- moments and sampling --------------------------------------------------------------------------
     def mean(self) -> Tensor:
@@ -95,14 +145,32 @@ class GaussianMixture:
         """A score_fn(z, t) as samplers expect."""
         return _OracleScore(self, process)
 
-    def _rotation(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-component eigendecomposition Sigma_c = Q_c diag(lam_c) Q_c^T and rotated means Q_c^T mu_c (cached)."""
+    def _rotation(self) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Per-component eigendecomposition Sigma_c = Q_c diag(lam_c) Q_c^T and rotated means Q_c^T mu_c (cached);
+        Q is None for diagonal covariances (the identity: no rotation)."""
         if not hasattr(self, "_eig"):
-            lam, Q = torch.linalg.eigh(self.covs)  # [K, d], [K, d, d]
-            self._eig = (lam, Q, torch.einsum("kij,ki->kj", Q, self.means))
+            if self.is_diagonal:
+                self._eig = (torch.diagonal(self.covs, dim1=-2, dim2=-1).clone(), None, self.means.clone())
+            else:
+                lam, Q = torch.linalg.eigh(self.covs)  # [K, d], [K, d, d]
+                self._eig = (lam, Q, torch.einsum("kij,ki->kj", Q, self.means))
         return self._eig
 
     def _eval(self, process: Process, z: Tensor, t: Tensor | float, want_score: bool) -> tuple[Tensor, Tensor | None]:
+        """In row blocks whose [K, rows, k, d] temporaries stay near 1 MB: large fresh float64 buffers go through
+        mmap and page faults on every allocation, which made one 64-d call ~6x slower than the blocked loop."""
+        B = z.shape[0]
+        rows = max(1, 2**17 // (self.means.shape[0] * self.dim * process.k))
+        if B <= rows:
+            return self._eval_block(process, z, t, want_score)
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        tt = tt.expand(B) if tt.numel() == 1 else tt
+        parts = [self._eval_block(process, z[i:i + rows], tt[i:i + rows], want_score) for i in range(0, B, rows)]
+        logp = torch.cat([p[0] for p in parts])
+        return logp, (torch.cat([p[1] for p in parts]) if want_score else None)  # type: ignore[misc]
+
+    def _eval_block(self, process: Process, z: Tensor, t: Tensor | float, want_score: bool
+                    ) -> tuple[Tensor, Tensor | None]:
         """Vectorised over the batch with one time per sample: in each component's eigenbasis the state covariance
         of a rotated coordinate is lam a a^T + L L^T (a k x k block, k = 1 or 2), inverted in closed form."""
         B, k = z.shape[0], process.k
@@ -117,8 +185,11 @@ class GaussianMixture:
         lam_all, Q, mu_rot = self._rotation()
         a, L = process.marginal_coeffs(tt)
         a, L = a.to(torch.float64), L.to(torch.float64)
+        if bool((tt == tt[0]).all()):  # one time for the batch (the usual call): per-component terms once, broadcast
+            a, L = a[:1], L[:1]
         R = L @ L.transpose(-1, -2)  # [B, k, k]
-        y = torch.einsum("bjd,cde->cbje", flat.reshape(B, k, self.dim), Q)  # [K, B, k, d]
+        per = flat.reshape(B, k, self.dim)
+        y = per[None] if Q is None else torch.einsum("bjd,cde->cbje", per, Q)  # [K or 1, B, k, d]
         diff = y - a[None, :, :, None] * mu_rot[:, None, None, :]
         lam = lam_all[:, None, :]  # [K, 1, d]
         if k == 1:
@@ -140,7 +211,7 @@ class GaussianMixture:
         out_score = None
         if want_score:
             resp = torch.softmax(comp, 0)
-            back = torch.einsum("cbje,cde->cbjd", sol, Q)  # Sigma^-1 (z - m), back in the original basis
+            back = sol if Q is None else torch.einsum("cbje,cde->cbjd", sol, Q)  # back in the original basis
             out_score = (-(resp[:, :, None, None] * back).sum(0)).reshape(z.shape).to(z.device)
         return logp.to(z.device), out_score
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..processes.base import EDMView, append_dims
 from . import register_sampler
 from .base import CountedScore, SamplerError, StepSampler
-from .grids import edm_sigma_range, karras_sigmas
+from .grids import edm_sigma_range, karras_sigmas, sigma_grid
 from .noise import NoiseSource
 
 
@@ -57,6 +57,23 @@ class EDMSampler(StepSampler):
 
     def integrate(self, score: CountedScore, process: EDMView, x: Tensor, sigmas: Tensor, noise: NoiseSource) -> Tensor:
         raise NotImplementedError
+
+
+SigmaGrid = Literal["karras", "logsnr", "uniform"]  # grids.SIGMA_GRIDS
+
+
+class GridEDMSampler(EDMSampler):
+    """EDM-view sampler whose sigma grid is an option: Karras rho, even in log-SNR, or even in process time."""
+
+    @dataclass
+    class Options(EDMSampler.Options):
+        grid: SigmaGrid = "karras"
+
+    def sigmas(self, process: EDMView, device: torch.device) -> Tensor:
+        """``steps`` noise levels of the chosen grid on the clipped EDM range, with 0 appended (float64)."""
+        lo, hi = edm_sigma_range(process, self.options.sigma_min, self.options.sigma_max)
+        grid = sigma_grid(self.options.grid, process, self.steps, lo, hi, self.options.rho)
+        return torch.cat([grid, grid.new_zeros(1)]).to(device)
 
 
 def heun_step(score: CountedScore, process: EDMView, x: Tensor, sigma: Tensor, sigma_next: Tensor,
@@ -184,35 +201,4 @@ class EDMStochastic(EDMSampler):
             xi = noise.randn_like(x)
             x = x + (self.options.S_noise * (sigma_hat**2 - sigma**2).sqrt()).to(x.dtype) * xi
             x = heun_step(score, process, x, sigma_hat, sigmas[i + 1])
-        return x
-
-
-@register_sampler("dpmpp_2m")
-class DPMSolverPP2M(EDMSampler):
-    """DPM-Solver++(2M) (Lu et al. 2022) in the EDM view on the Karras grid, multistep in lambda = -log sigma.
-
-    Data-prediction exponential integrator: x̃_{i+1} = (sigma_{i+1}/sigma_i) x̃_i + (1 - sigma_{i+1}/sigma_i) D_i',
-    D_i' = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1} with r = h_{i-1}/h_i; the first step and the last step (to
-    sigma = 0, which returns D) are first order. One evaluation per grid point: NFE = steps.
-    """
-
-    def nfe_for(self, steps: int) -> int:
-        return steps
-
-    def integrate(self, score: CountedScore, process: EDMView, x: Tensor, sigmas: Tensor, noise: NoiseSource) -> Tensor:
-        d_prev: Tensor | None = None
-        h_prev = 0.0
-        for i in range(len(sigmas) - 1):
-            sigma, sigma_next = sigmas[i], sigmas[i + 1]
-            d = edm_denoise(score, process, x, sigma)
-            if float(sigma_next) == 0.0:
-                return d
-            h = float(torch.log(sigma / sigma_next))
-            d_eff = d
-            if d_prev is not None:
-                c = h / (2.0 * h_prev)  # 1 / (2 r)
-                d_eff = (1.0 + c) * d - c * d_prev
-            ratio = float(sigma_next / sigma)
-            x = ratio * x + (1.0 - ratio) * d_eff
-            d_prev, h_prev = d, h
         return x

@@ -1,6 +1,7 @@
 """Time grids for t-space samplers and sigma grids for EDM-view samplers (Karras et al. 2022)."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 from ..processes.base import Process
 
 GRIDS = ("uniform", "quadratic", "karras", "logsnr")
+SIGMA_GRIDS = ("karras", "logsnr", "uniform")  # the grids of EDM-view samplers (uniform = even in process time t)
 
 
 def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, iters: int = 200) -> Tensor:
@@ -38,6 +40,30 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
         return torch.tensor([sigma_max], dtype=torch.float64)
     i = torch.arange(n, dtype=torch.float64) / (n - 1)
     return (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def sigma_grid(kind: str, process: Process, n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """n noise levels from sigma_max down to sigma_min (float64) for an EDM-view process.
+
+    karras: even in sigma^(1/rho) (Karras et al. 2022, Eq. 5); logsnr: even in log sigma, i.e. in log-SNR
+    (the grid DPM-Solver recommends, Lu et al. 2022); uniform: even in the process time t (DPM-Solver's
+    "time_uniform"; on VE, where log sigma is linear in t, it equals logsnr).
+    """
+    if kind == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max, rho)
+    if n < 1:
+        raise ValueError(f"a sigma grid needs at least 1 point, got {n}")
+    i = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    if kind == "logsnr":
+        return torch.exp(math.log(sigma_max) + i * (math.log(sigma_min) - math.log(sigma_max)))
+    if kind == "uniform":
+        ends = process.t_of_sigma(torch.tensor([sigma_max, sigma_min], dtype=torch.float64))
+        out = process.sigma(ends[0] + i * (ends[1] - ends[0]))
+        out[0] = sigma_max  # exact end points (t_of_sigma round trip is only accurate to rounding)
+        if n > 1:
+            out[-1] = sigma_min
+        return out
+    raise ValueError(f"unknown sigma grid {kind!r}; allowed: {', '.join(SIGMA_GRIDS)}")
 
 
 def edm_sigma_range(process: Process, sigma_min: float = 0.002, sigma_max: float = 80.0) -> tuple[float, float]:

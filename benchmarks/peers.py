@@ -24,7 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fastdiff.bench.specs import RunSpec
+from benchmarks.peers_diffusers import DEFAULT_ENDING, KARRAS, diffusers_schedulers, run_diffusers
+from benchmarks.specs import RunSpec
 from fastdiff.processes.base import Process, append_dims
 from fastdiff.samplers.base import CountedScore
 from fastdiff.samplers.grids import edm_sigma_range
@@ -32,10 +33,14 @@ from fastdiff.samplers.noise import NoiseSource
 
 MISSING = "peers not installed (see benchmarks/setup_peers.sh)"
 K_FIXED: dict[str, tuple[str, int]] = {  # name -> (k-diffusion function, NFE per step; the last step to 0 is 1 NFE)
-    "k:euler": ("sample_euler", 1), "k:heun": ("sample_heun", 2), "k:dpmpp_2m": ("sample_dpmpp_2m", 1),
-    "k:dpmpp_sde": ("sample_dpmpp_sde", 2)}
-K_ADAPTIVE_RTOL: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02, 0.01)  # atol = rtol * 0.0078 / 0.05 (default ratio)
-SDE_TOL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)  # torchsde rtol = atol
+    "k:euler": ("sample_euler", 1), "k:heun": ("sample_heun", 2), "k:dpm_2": ("sample_dpm_2", 2),
+    "k:lms": ("sample_lms", 1), "k:dpmpp_2m": ("sample_dpmpp_2m", 1), "k:dpmpp_sde": ("sample_dpmpp_sde", 2),
+    "k:dpmpp_2m_sde": ("sample_dpmpp_2m_sde", 1), "k:dpmpp_3m_sde": ("sample_dpmpp_3m_sde", 1)}
+K_BROWNIAN = ("k:dpmpp_sde", "k:dpmpp_2m_sde", "k:dpmpp_3m_sde")  # stochastic: a seeded Brownian tree
+DETERMINISTIC = frozenset({"k:euler", "k:heun", "k:dpm_2", "k:lms", "k:dpmpp_2m", "k:dpm_adaptive",
+                           *KARRAS, *DEFAULT_ENDING})
+K_ADAPTIVE_RTOL: tuple[float, ...] = (0.1, 0.02)  # atol = rtol * 0.0078 / 0.05 (default ratio)
+SDE_TOL: tuple[float, ...] = (0.2, 0.05)  # torchsde rtol = atol
 _CACHE: dict[str, Any] = {}
 
 
@@ -103,16 +108,21 @@ def torchsde_module() -> Any | None:
 
 def missing_peers() -> list[str]:
     """Names of the peers that cannot be imported (empty when all are there)."""
-    return [name for name, mod in (("k-diffusion", k_sampling()), ("torchsde", torchsde_module())) if mod is None]
+    mods = (("k-diffusion", k_sampling()), ("torchsde", torchsde_module()), ("diffusers", diffusers_schedulers()))
+    return [name for name, mod in mods if mod is None]
 
 
 def peer_specs(process: Process, budgets: tuple[int, ...], k_rtols: tuple[float, ...] = K_ADAPTIVE_RTOL,
-               sde_tols: tuple[float, ...] = SDE_TOL) -> list[RunSpec]:
-    """The peer runs that apply to ``process`` and are installed (k-diffusion needs the EDM view)."""
+               sde_tols: tuple[float, ...] = SDE_TOL, default_ending: bool = False) -> list[RunSpec]:
+    """The peer runs that apply to ``process`` and are installed (k-diffusion and diffusers need the EDM view);
+    ``default_ending`` adds diffusers' default-grid variants (diagnostic: they over-sharpen)."""
     specs: list[RunSpec] = []
     if k_sampling() is not None and process.supports("edm_view"):
-        specs += [RunSpec("peer", name, budget=b) for name in K_FIXED for b in budgets]
+        specs += [RunSpec("peer", name, budget=b) for name in K_FIXED for b in budgets if b >= K_FIXED[name][1]]
         specs += [RunSpec("peer", "k:dpm_adaptive", tol=r) for r in k_rtols]
+    if diffusers_schedulers() is not None and process.supports("edm_view"):
+        names = KARRAS + (DEFAULT_ENDING if default_ending else ())
+        specs += [RunSpec("peer", name, budget=b) for name in names for b in budgets]
     if torchsde_module() is not None:
         specs += [RunSpec("peer", "torchsde:srk", tol=r) for r in sde_tols]
     return specs
@@ -179,6 +189,11 @@ def run_peer(spec: RunSpec, score_fn: Callable[[Tensor, Tensor], Tensor], proces
     with torch.no_grad():
         if spec.method.startswith("k:"):
             x, declared = _run_k(spec, score, process, shape, noise, seed, cap)
+        elif spec.method.startswith("d:"):
+            lo, hi = edm_sigma_range(process)
+            x = run_diffusers(spec.method, KDenoiser(score, process), noise.randn(shape[1:]) * hi, process, lo, hi,
+                              int(spec.budget))  # type: ignore[arg-type]
+            declared = float(spec.budget)  # type: ignore[arg-type]
         elif spec.method == "torchsde:srk":
             x, declared = _run_torchsde(spec, score, process, shape, noise, seed, cap)
         else:
@@ -203,7 +218,7 @@ def _run_k(spec: RunSpec, score: CountedScore, process: Process, shape: tuple[in
     steps = spec.budget if per_step == 1 else (spec.budget + 1) // 2  # type: ignore[operator]
     sigmas = ks.get_sigmas_karras(steps, lo, hi, rho=7.0).to(x.dtype)
     kwargs: dict[str, Any] = {"disable": True}
-    if spec.method == "k:dpmpp_sde":
+    if spec.method in K_BROWNIAN:
         kwargs["noise_sampler"] = ks.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
     out = getattr(ks, fn)(model, x, sigmas, **kwargs)
     return out, float(per_step * steps - (per_step - 1))

@@ -5,8 +5,8 @@ import argparse
 import statistics
 from typing import Any
 
-from fastdiff.bench import meta
-from fastdiff.bench.peers import MISSING, missing_peers
+from benchmarks import meta
+from benchmarks.peers import MISSING, missing_peers
 
 # our sampler -> the peer doing the same algorithm (same grid, same NFE)
 SAME_ALGORITHM = {"edm_euler": "k:euler", "edm_heun": "k:heun", "dpmpp_2m": "k:dpmpp_2m"}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # benchmarks/ lives at the repository root, never in the wheel
 RESULTS = REPO / "benchmarks" / "results"
-PACKAGES = ("torch", "lightning", "k-diffusion", "torchsde", "torchdiffeq")
+PACKAGES = ("torch", "lightning", "k-diffusion", "torchsde", "torchdiffeq", "diffusers")
 
 
 def version_of(package: str) -> str:
@@ -30,7 +30,7 @@ def command_line(subcommand_args: list[str] | None = None) -> str:
         shown = str(Path(os.path.abspath(sys.executable)).relative_to(REPO))
     except ValueError:
         shown = "python"
-    return " ".join([shown, "-m", "fastdiff.bench", *args])
+    return " ".join([shown, "-m", "benchmarks", *args])
 
 
 def git_state() -> str:

@@ -5,7 +5,7 @@ import argparse
 import re
 from pathlib import Path
 
-from fastdiff.bench.meta import REPO, RESULTS
+from benchmarks.meta import REPO, RESULTS
 
 ORDER = ("quality", "speed", "restart", "ggf", "splitting", "throughput", "nfe_accounting")
 
@@ -14,20 +14,22 @@ INTRO = """# Benchmarks
 Every number below comes from a run anyone can repeat with the command recorded at the top of its section (with
 the versions and machine it ran on). Speed claims are ratios measured side by side in one process.
 
-Reproduce:
+Reproduce (from the repository root; `benchmarks` is a package of the repository, not of the fastdiff wheel):
 
 ```bash
-bash benchmarks/setup_peers.sh                          # .venv-bench: fastdiff + k-diffusion + torchsde (peers only)
-nice -n 10 .venv-bench/bin/python -m fastdiff.bench quality [--ckpt CKPT ...]   # ~25 min, 1 thread
-nice -n 10 .venv-bench/bin/python -m fastdiff.bench speed
-python -m fastdiff.bench restart|ggf|splitting|throughput [script args]      # the per-paper scripts
-python -m fastdiff.bench report                         # rebuilds this file from benchmarks/results/*.md
+bash benchmarks/setup_peers.sh              # .venv-bench: fastdiff + k-diffusion + diffusers + torchsde (peers only)
+.venv-bench/bin/python -m benchmarks checkpoints          # trains the small toy2d/digits networks when not cached
+.venv-bench/bin/python -m benchmarks quality --trained    # every mixture problem + the cached networks
+#   or split into short commands (one per problem), then assemble:
+.venv-bench/bin/python -m benchmarks quality --processes vp --targets image64
+.venv-bench/bin/python -m benchmarks quality --assemble
+.venv-bench/bin/python -m benchmarks speed
+python -m benchmarks restart|ggf|splitting|throughput|nfe [args]    # the per-paper benchmarks
+python -m benchmarks report                 # rebuilds this file from benchmarks/results/*.md
 ```
 
-The peers (k-diffusion, torchsde) are never dependencies of fastdiff; without them the runs say so and carry on.
-The trained-network rows of `quality` use toy2d checkpoints made with
-`python train.py --config configs/toy2d_vp.yaml out_dir=CKPTS/toy2d_vp final_samples.n=0` (likewise `toy2d_psld`);
-pass `--ckpt CKPTS/toy2d_vp/checkpoints/last.ckpt --ckpt CKPTS/toy2d_psld/checkpoints/last.ckpt`.
+The peers (k-diffusion, diffusers, torchsde) are never dependencies of fastdiff; without them the runs say so and
+carry on. Trained networks are cached under the git-ignored `benchmarks/.cache/ckpts/`.
 """
 
 

@@ -1,6 +1,6 @@
 """Speed as ratios measured side by side in one process: sampler overhead, Lightning overhead, sample.py scaling.
 
-    python -m fastdiff.bench speed [--quick] [--batch 64] [--nfe 20] [--rounds 3] [--no-throughput]
+    python -m benchmarks speed [--quick] [--batch 64] [--nfe 20] [--rounds 3] [--no-throughput]
 
 Sampler overhead = sampler wall time / the time spent inside the bare network's forward during that same run
 (NFE x network forward time, measured by forward hooks; the score function's own work, e.g. the eps -> score
@@ -9,8 +9,8 @@ default U-Net of configs/digits_vp.yaml (digits_psld.yaml for the PSLD-only samp
 (timing does not depend on the weights), eval mode, one thread. The same for the peers' samplers on the same
 network, and for a small network (the toy2d MLP) where the sampler's own work is not hidden behind the network.
 Numerator and denominator come from the same run, so machine load hits both; medians over rounds are reported.
-Then Lightning vs a bare PyTorch loop (:mod:`fastdiff.bench.train_speed`) and
-sample.py with 1 vs 2 processes (benchmarks/sample_throughput.py -> benchmarks/results/throughput.md).
+Then Lightning vs a bare PyTorch loop (:mod:`benchmarks.train_speed`) and
+sample.py with 1 vs 2 processes (python -m benchmarks throughput -> benchmarks/results/throughput.md).
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from fastdiff.bench import meta
-from fastdiff.bench.noise import BatchNoise
-from fastdiff.bench.specs import RunSpec, build_sampler, ggf_options
+from benchmarks import meta
+from benchmarks.noise import BatchNoise
+from benchmarks.specs import RunSpec, build_sampler, ggf_options
 from fastdiff.config import load_config
 from fastdiff.model import ScoreModel, build_score_model
 from fastdiff.registry import SAMPLERS
@@ -104,7 +104,7 @@ def our_timing_specs(process: Any, nfe: int) -> list[tuple[str, RunSpec, bool]]:
 
 
 def peer_timing_specs(process: Any, nfe: int) -> list[tuple[str, RunSpec]]:
-    from fastdiff.bench import peers
+    from benchmarks import peers
 
     out = []
     if peers.k_sampling() is not None and process.supports("edm_view"):
@@ -145,7 +145,7 @@ class RunTime:
 
 def time_run(bench: Bench, spec: RunSpec, batched: bool, cap: int) -> RunTime:
     """Time one run on the bench network; default per-sample noise streams unless ``batched``."""
-    from fastdiff.bench import peers
+    from benchmarks import peers
 
     counter = CallCount(bench.model)
     clock = NetClock(bench.model.net)
@@ -192,10 +192,9 @@ def sampler_overheads(benches: list[Bench], nfe: int, rounds: int, log: Callable
 
 
 def run_throughput(quick: bool, out_dir: Path, log: Callable[[str], None]) -> str | None:
-    """benchmarks/sample_throughput.py -> <out_dir>/throughput.md; returns its scaling line."""
-    script = meta.REPO / "benchmarks" / "sample_throughput.py"
+    """python -m benchmarks throughput -> <out_dir>/throughput.md; returns its scaling line."""
     out = out_dir / "throughput.md"
-    cmd = [sys.executable, str(script), "--md", str(out)] + (["--n", "128"] if quick else [])
+    cmd = [sys.executable, "-m", "benchmarks", "throughput", "--md", str(out)] + (["--n", "128"] if quick else [])
     log("running " + " ".join(cmd))
     proc = subprocess.run(cmd, cwd=meta.REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(meta.REPO)})
@@ -204,7 +203,7 @@ def run_throughput(quick: bool, out_dir: Path, log: Callable[[str], None]) -> st
         return f"sample_throughput.py failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
     text = out.read_text()
     shown = out.relative_to(meta.REPO) if out.is_relative_to(meta.REPO) else out
-    cmd_note = f"(written by `python benchmarks/sample_throughput.py --md {shown}" + (" --n 128`)" if quick else "`)")
+    cmd_note = f"(written by `python -m benchmarks throughput --md {shown}" + (" --n 128`)" if quick else "`)")
     out.write_text("## sample.py throughput, 1 vs 2 processes\n\n" + text + f"\n{cmd_note}\n")
     return next((ln for ln in text.splitlines() if ln.startswith("Scaling")), None)
 
@@ -221,8 +220,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from fastdiff.bench.speed_report import speed_markdown
-    from fastdiff.bench.train_speed import compare_training
+    from benchmarks.speed_report import speed_markdown
+    from benchmarks.train_speed import compare_training
 
     torch.set_num_threads(args.threads)
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731

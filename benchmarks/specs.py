@@ -8,7 +8,7 @@ from fastdiff.processes.base import Process
 from fastdiff.registry import SAMPLERS
 from fastdiff.samplers import Sampler, SamplerError, get_sampler, list_samplers
 
-BUDGETS: tuple[int, ...] = (10, 20, 35, 50, 100, 200, 500, 1000)
+BUDGETS: tuple[int, ...] = (5, 6, 8, 10, 15, 20, 35, 50, 100)
 # ggf's tolerance sweep: eps_rel, with eps_abs kept at the default ratio eps_abs / eps_rel = 0.0078 / 0.05
 GGF_EPS_REL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
 

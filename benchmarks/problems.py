@@ -1,18 +1,19 @@
 """The quality benchmark's problems: a process, a target law with exact samples, and the score function to sample.
 
-Targets: the 2-D toy2d rings (8 Gaussians, radius sqrt 2, std 0.1: the law the toy2d networks are trained on) and
-a 16-D anisotropic mixture (``GaussianMixture.random(6, 16, seed=0)``, covariance eigenvalues spread 10x).
+Targets: a 64-D image-like diagonal mixture with sharp modes (``GaussianMixture.image_like(10, 8, seed=0)``: 10
+smooth 8x8 patterns, per-pixel stds 0.02..0.2), the 2-D toy2d rings (8 Gaussians, radius sqrt 2, std 0.1: the law
+the toy2d networks are trained on) and a 16-D anisotropic mixture (``GaussianMixture.random(6, 16, seed=0)``).
 Scenarios: ``exact`` (the oracle score), ``biased`` (exact below sigma_b, a perturbed mixture's score above:
-:mod:`fastdiff.bench.biased`) and ``trained`` (a toy2d network loaded from a checkpoint; target = its rings).
+:mod:`benchmarks.biased`) and ``trained`` (a toy2d network, target = its rings; or a digits U-Net, metric fd_digits with a bootstrap SE).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from torch import Tensor
 
-from fastdiff.bench.biased import BiasedScore, perturbed
+from benchmarks.biased import BiasedScore, perturbed
 from fastdiff.data.toy2d import rings_mixture
 from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
@@ -37,11 +38,16 @@ def _rings() -> GaussianMixture:
     return GaussianMixture(*rings_mixture())
 
 
+def _image64() -> GaussianMixture:
+    return GaussianMixture.image_like(10, 8, seed=0)
+
+
 def _aniso16() -> GaussianMixture:
     return GaussianMixture.random(6, 16, seed=0, scale=1.0, anisotropy=10.0)
 
 
 TARGETS: dict[str, Target] = {
+    "image64": Target("image64", "64-D image-like mixture (10 sharp diagonal modes)", _image64, 1.0, (0.4, 0.5, 1.5)),
     "rings2d": Target("rings2d", "2-D rings (8 Gaussians)", _rings, 0.30, (1.0, 2.0, 1.5)),
     "aniso16": Target("aniso16", "16-D anisotropic mixture (6 comps)", _aniso16, 2.0, (0.4, 0.5, 1.5)),
 }
@@ -54,18 +60,22 @@ class Problem:
     key: str  # e.g. "vp/rings2d/exact"
     title: str
     process: Process
-    mixture: GaussianMixture  # the target law (exact samples for the metric)
+    mixture: Optional[GaussianMixture]  # the target law (exact density and samples); None: see ``metric``
     score_fn: Callable[[Tensor, Tensor], Tensor]
     scenario: str
     note: str = ""
+    data_shape: tuple[int, ...] | None = None  # sample shape when there is no mixture (digits: [1, 8, 8])
+    metric: Optional[Callable[[Tensor], tuple[float, float]]] = None  # (value, SE), lower is better, no mixture
+    pathwise: bool = True  # compute a reference solve (pathwise errors of deterministic samplers)
 
     @property
     def process_name(self) -> str:
         return type(self.process).__name__
 
     @property
-    def dim(self) -> int:
-        return self.mixture.dim
+    def shape(self) -> tuple[int, ...]:
+        """One data sample's shape."""
+        return (self.mixture.dim,) if self.mixture is not None else tuple(self.data_shape or ())
 
 
 def oracle_problem(process: str, target: str, scenario: str) -> Problem:
@@ -90,16 +100,23 @@ def oracle_problem(process: str, target: str, scenario: str) -> Problem:
 
 
 def trained_problem(ckpt: str) -> Problem:
-    """A toy2d rings network from a fastdiff checkpoint (EMA weights); its target is the rings mixture it saw."""
+    """A network from a fastdiff checkpoint (EMA weights): toy2d rings (exact target density) or digits (fd_digits)."""
     from fastdiff.lightning.checkpoint import load_checkpoint, load_score_model
 
     data_cfg = load_checkpoint(ckpt)["hyper_parameters"]["config"]["data"]
-    if data_cfg.get("name") != "toy2d" or data_cfg.get("shape", "rings") != "rings":
-        raise ValueError(f"--ckpt {ckpt}: only toy2d rings checkpoints have an exact target, got data = {data_cfg}")
-    noise = data_cfg.get("noise")
-    mix = GaussianMixture(*(rings_mixture() if noise is None else rings_mixture(noise)))
     model = load_score_model(ckpt)
     proc = model.process
     name = type(proc).__name__.lower()
+    if data_cfg.get("name") == "digits":
+        from benchmarks.digits_metric import DigitsFD
+
+        metric = DigitsFD()
+        return Problem(f"{name}/digits/trained", f"{type(proc).__name__}, 8x8 digits U-Net", proc, None, model,
+                       "trained", note=f"network: {ckpt} (EMA weights); metric fd_digits (lower is better) ± "
+                       "bootstrap SE", data_shape=metric.shape, metric=metric, pathwise=False)
+    if data_cfg.get("name") != "toy2d" or data_cfg.get("shape", "rings") != "rings":
+        raise ValueError(f"--ckpt {ckpt}: only toy2d rings and digits checkpoints are supported, got data = {data_cfg}")
+    noise = data_cfg.get("noise")
+    mix = GaussianMixture(*(rings_mixture() if noise is None else rings_mixture(noise)))
     return Problem(f"{name}/rings2d/trained", f"{type(proc).__name__}, 2-D rings, trained network", proc, mix, model,
                    "trained", note=f"network: {ckpt} (EMA weights)")
