@@ -62,3 +62,13 @@ def slope(steps: list[int], errs: list[float]) -> float:
     y = -torch.log(torch.tensor(errs, dtype=torch.float64))
     xc = x - x.mean()
     return float((xc * (y - y.mean())).sum() / (xc**2).sum())
+
+
+def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+    """Largest |mean error| and |cov error| in units of their standard errors for n samples."""
+    n = x.shape[0]
+    x = x.double().reshape(n, -1)
+    dm = (x.mean(0) - mean).abs() / torch.sqrt(torch.diagonal(cov) / n)
+    se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
+    dc = (torch.cov(x.T) - cov).abs() / se_cov
+    return float(dm.max()), float(dc.max())

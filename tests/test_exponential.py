@@ -16,6 +16,7 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.samplers import NoiseSource, SamplerError, SamplingNaNError, get_sampler
 from fastdiff.samplers.flow_frame import FlowFrame
+from gaussian_reference import moment_errors, slope
 
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
 X0 = torch.tensor([0.7, -0.4], dtype=torch.float64)
@@ -59,24 +60,6 @@ class conv:  # noqa: N801  (a namespace)
 
         sol = solve_ivp(rhs, (t0, t1), z_T.reshape(-1).numpy(), method="DOP853", rtol=1e-11, atol=1e-12)
         return torch.from_numpy(sol.y[:, -1]).reshape(n, -1)
-
-    @staticmethod
-    def slope(steps: list[int], errs: list[float]) -> float:
-        """Least-squares slope of -log(err) against log(steps): the observed order."""
-        x = torch.log(torch.tensor(steps, dtype=torch.float64))
-        y = -torch.log(torch.tensor(errs, dtype=torch.float64))
-        xc = x - x.mean()
-        return float((xc * (y - y.mean())).sum() / (xc**2).sum())
-
-    @staticmethod
-    def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
-        """Largest |mean error| and |cov error| in units of their standard errors for n samples."""
-        n = x.shape[0]
-        x = x.double().reshape(n, -1)
-        dm = (x.mean(0) - mean).abs() / torch.sqrt(torch.diagonal(cov) / n)
-        se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
-        dc = (torch.cov(x.T) - cov).abs() / se_cov
-        return float(dm.max()), float(dc.max())
 
 
 def point_mass_score(process, x0=X0):
@@ -235,7 +218,7 @@ def test_exp_sde_has_the_point_mass_law(pname, prediction, order, eta):
     te = torch.tensor([process.t_eps_sample], dtype=torch.float64)
     a, L = process.marginal_coeffs(te)
     mean, cov = a[0] * 0.7, (L @ L.transpose(-1, -2))[0]
-    zm, zc = conv.moment_errors(res.state, mean, cov)
+    zm, zc = moment_errors(res.state, mean, cov)
     assert zm < 4.5 and zc < 4.5, (zm, zc)
 
 
@@ -283,7 +266,7 @@ def test_exp_ode_order_on_gaussian_data(pname, prediction, order, grid, steps):
     the exact PF-ODE map (closed form on VP, scipy DOP853 on PSLD) is the order, within 0.35 (the first doubling
     is pre-asymptotic; measured slopes: VP 0.94 / 1.85 / 1.92 / ~3.5, PSLD 1.97 / ~3.2)."""
     errs = _errors(pname, prediction, order, grid, steps)
-    p = conv.slope(steps, errs)
+    p = slope(steps, errs)
     assert p > order - 0.35, (errs, p)
 
 

@@ -16,7 +16,7 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.registry import SAMPLERS
 from fastdiff.samplers import SamplerError, get_sampler, list_samplers
-from gaussian_reference import COV, GAUSS, MU, edm_flow, exact_denoiser, first_draws, slope
+from gaussian_reference import COV, GAUSS, MU, edm_flow, exact_denoiser, first_draws, moment_errors, slope
 
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
 SEEDS = list(range(12))
@@ -128,16 +128,6 @@ def test_ode_order_on_psld(name, order, steps, grid):
 
 
 # ---- statistical convergence of the moments -----------------------------------------------------------------
-def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
-    """Largest |mean error| and |cov error| in units of their standard errors for n samples."""
-    n = x.shape[0]
-    x = x.double().reshape(n, -1)
-    dm = (x.mean(0) - mean).abs() / torch.sqrt(torch.diagonal(cov) / n)
-    se_cov = torch.sqrt((torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
-    dc = (torch.cov(x.T) - cov).abs() / se_cov
-    return float(dm.max()), float(dc.max())
-
-
 # Moment tolerances. Each check is a z-statistic: 2 means + 3 covariance entries per case. Z_FAST: Bonferroni over
 # the 6 default cases x 5 statistics at a family-wise false-failure rate of 1%: two-sided 0.01 / 30 per statistic
 # -> z = 3.59. Power: with n = 800 the covariance SE of a variance is sqrt(2 / n) = 5% of it, so a 30% variance
