@@ -101,6 +101,18 @@ def check_noise_options(name: str, eta: float, s_noise: float) -> None:
         raise SamplerError(f"sampler {name!r}: need eta >= 0 and s_noise >= 0, got eta={eta}, s_noise={s_noise}")
 
 
+class SDENoise:
+    """Mixin of the SDE variants: their options carry ``eta`` and ``s_noise``, checked and reported here once."""
+
+    stochastic = True
+
+    def _check_options(self) -> None:
+        check_noise_options(self.name, self.options.eta, self.options.s_noise)
+
+    def noise_level(self) -> tuple[float, float]:
+        return self.options.eta, self.options.s_noise
+
+
 @register_sampler("dpmpp_2m")
 class DPMSolverPP2M(DPMSolverPPMultistep):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in the EDM view, midpoint form; default Karras grid.
@@ -139,7 +151,7 @@ class DPMSolverPP3M(DPMSolverPPMultistep):
 
 
 @register_sampler("dpmpp_2m_sde")
-class DPMSolverPP2MSDE(DPMSolverPP2M):
+class DPMSolverPP2MSDE(SDENoise, DPMSolverPP2M):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, Sec. 5; k-diffusion's dpmpp_2m_sde, midpoint form).
 
     eta = 1 discretises the reverse SDE, eta = 0 is dpmpp_2m; noise sigma' sqrt(1 - e^{-2 eta h}) s_noise xi from
@@ -147,34 +159,18 @@ class DPMSolverPP2MSDE(DPMSolverPP2M):
     measurement: benchmarks/results/fast_solvers.md).
     """
 
-    stochastic = True
-
     @dataclass
     class Options(DPMSolverPP2M.Options):
         grid: SigmaGrid = "logsnr"
         eta: float = 1.0
         s_noise: float = 1.0
 
-    def _check_options(self) -> None:
-        check_noise_options(self.name, self.options.eta, self.options.s_noise)
-
-    def noise_level(self) -> tuple[float, float]:
-        return self.options.eta, self.options.s_noise
-
 
 @register_sampler("dpmpp_3m_sde")
-class DPMSolverPP3MSDE(DPMSolverPP3M):
+class DPMSolverPP3MSDE(SDENoise, DPMSolverPP3M):
     """SDE-DPM-Solver++(3M) (k-diffusion's dpmpp_3m_sde): the 3M update with h_eta = (1 + eta) h plus noise."""
-
-    stochastic = True
 
     @dataclass
     class Options(DPMSolverPP3M.Options):
         eta: float = 1.0
         s_noise: float = 1.0
-
-    def _check_options(self) -> None:
-        check_noise_options(self.name, self.options.eta, self.options.s_noise)
-
-    def noise_level(self) -> tuple[float, float]:
-        return self.options.eta, self.options.s_noise
