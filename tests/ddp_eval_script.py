@@ -72,12 +72,18 @@ def run(out_dir: str, devices: int) -> tuple[Any, list[Any]]:
     for r in callbacks[0].runs:
         if r.label == "failing":
             r.sampler = FailOnSeed(r.sampler)
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=2,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+    return fit_with_callbacks(module, callbacks, toy_loader(), devices, max_steps=2), callbacks
+
+
+def fit_with_callbacks(module: Any, callbacks: list[Any], loader: Any, devices: int, max_steps: int) -> Any:
+    """Fit ``max_steps`` on CPU (DDP over gloo when devices > 1) with an EMA and the given callbacks, no logger,
+    checkpoints or validation loop; returns the trainer."""
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                         max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, callbacks=[EMA(decay=0.9), *callbacks], limit_val_batches=0,
                          num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=toy_loader())
-    return trainer, callbacks
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
 
 
 def main() -> None:

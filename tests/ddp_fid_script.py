@@ -18,9 +18,9 @@ torch.set_num_threads(1)
 
 import lightning.pytorch as pl  # noqa: E402
 
-from fastdiff.lightning.callbacks.ema import EMA  # noqa: E402
 from fastdiff.lightning.callbacks.sampling import build_evaluation_callbacks  # noqa: E402
 from fastdiff.lightning.module import DiffusionModule  # noqa: E402
+from ddp_eval_script import fit_with_callbacks  # noqa: E402  (sibling script: tests/ is sys.path[0])
 
 DATA = {"name": "digits"}
 CONFIG: dict[str, Any] = {
@@ -47,12 +47,7 @@ def run(devices: int) -> tuple[Any, list[Any]]:
     pl.seed_everything(0, verbose=False)
     module = DiffusionModule(CONFIG, SHAPE)
     callbacks = build_evaluation_callbacks(EVALUATION, SHAPE, "image", data=DATA)
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, callbacks=[EMA(decay=0.9), *callbacks], limit_val_batches=0,
-                         num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=loader())
-    return trainer, callbacks
+    return fit_with_callbacks(module, callbacks, loader(), devices, max_steps=1), callbacks
 
 
 def main() -> None:
