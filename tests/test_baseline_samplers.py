@@ -189,7 +189,7 @@ FORMULAS = {  # counted NFE per sample for `steps` (final Tweedie denoise on, wh
     # the fast solvers (Lu et al. 2022; Zhao et al. 2023; Zhang & Chen 2022): one evaluation per grid point, the
     # step to sigma = 0 reusing it; DPM++ 2S SDE: two per step, one on the last
     "dpmpp_3m": lambda n: n, "dpmpp_2m_sde": lambda n: n, "dpmpp_3m_sde": lambda n: n, "unipc": lambda n: n,
-    "ipndm": lambda n: n, "lms": lambda n: n, "dpmpp_sde": lambda n: 2 * n - 1,
+    "ipndm": lambda n: n, "lms": lambda n: n, "deis": lambda n: n, "dpmpp_sde": lambda n: 2 * n - 1,
 }
 
 

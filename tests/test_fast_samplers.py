@@ -277,10 +277,48 @@ def test_linear_multistep_in_sigma(pname, name, order):
     torch.testing.assert_close(res.state, x, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("pname", ["ve", "vp"])
+@pytest.mark.parametrize("order,lower_order_final", [(3, True), (3, False), (2, False), (1, True)])
+def test_deis_is_adams_in_log_sigma(pname, order, lower_order_final):
+    """DEIS tAB (Zhang & Chen 2022): x̃ += int_{sigma_i}^{sigma_i+1} P(log sigma) dsigma, P the Lagrange
+    interpolant in u = log sigma of the last ``order`` slopes eps = (x̃ - D) / sigma. Reference: the same integral by
+    Gauss-Legendre quadrature in u (dsigma = e^u du), the step to sigma = 0 over u in [log sigma_N - 60, log
+    sigma_N] (the part below is < e^-60 |P| ~ 1e-24, far under ATOL); lower_order_final makes the last two steps
+    orders 1 and <= 2 (the last one is then the Tweedie denoising x̃ - sigma eps = D)."""
+    process, steps = PROCESSES[pname](), 7
+    sig = grid_of(process, steps)
+    x = first_draws(SEEDS, (2,)) * sig[0]
+    slopes: list[torch.Tensor] = []
+    for i in range(steps):
+        slopes.append((x - denoiser(x, sig[i])) / sig[i])
+        k = min(order, i + 1, steps - i) if lower_order_final else min(order, i + 1)
+        u0 = math.log(sig[i])
+        u1 = math.log(sig[i + 1]) if sig[i + 1] > 0 else u0 - 60.0
+        us, ws = u0 + 0.5 * (u1 - u0) * (GL_T + 1), 0.5 * (u1 - u0) * GL_W
+        nodes = [math.log(v) for v in sig[i + 1 - k:i + 1]]
+        x = x + sum(float(w) * math.exp(float(u)) * lagrange(nodes, slopes[-k:], float(u)) for u, w in zip(us, ws))
+    res = run("deis", process, steps=steps, order=order, lower_order_final=lower_order_final)
+    assert res.nfe == steps
+    torch.testing.assert_close(res.state, x, atol=ATOL, rtol=0)
+
+
+def test_deis_weights_integrate_polynomials_in_log_sigma_exactly():
+    """The closed-form weights against the antiderivative of sigma * (log sigma)^2 (exact for degree < 3 nodes),
+    including the step to sigma = 0, where int_0^b (log s)^2 ds = b ((log b)^2 - 2 log b + 2)."""
+    from fastdiff.samplers.deis import deis_weights
+
+    nodes, f = [0.5, 1.3, 3.0], lambda s: math.log(s) ** 2
+    prim = lambda b: b * (math.log(b) ** 2 - 2 * math.log(b) + 2)  # noqa: E731
+    for target in (0.2, 0.0):
+        w = deis_weights(nodes, target)
+        exact = (prim(target) if target > 0 else 0.0) - prim(nodes[0])
+        assert abs(sum(wj * f(s) for wj, s in zip(w, nodes)) - exact) < 1e-12  # float64 rounding of O(1) terms
+
+
 @pytest.mark.parametrize("name,kw", [("unipc", {"order": 5}), ("ipndm", {"order": 0}), ("lms", {"order": 5}),
                                      ("dpmpp_2m_sde", {"eta": -1.0}), ("dpmpp_3m_sde", {"s_noise": -0.5}),
                                      ("dpmpp_sde", {"r": 0.0}), ("unipc", {"variant": "bh3"}),
-                                     ("dpmpp_3m", {"grid": "cosine"})])
+                                     ("dpmpp_3m", {"grid": "cosine"}), ("deis", {"order": 5})])
 def test_bad_options_are_one_line_errors(name, kw):
     with pytest.raises((SamplerError, ValueError, TypeError)) as err:
         get_sampler(name, steps=4, **kw)

@@ -51,16 +51,21 @@ class SigmaMultistep(GridEDMSampler):
     def weights(self, nodes: list[float], target: float) -> list[float]:
         raise NotImplementedError
 
+    def step_order(self, i: int, n: int) -> int:
+        """Order of step i of n: ``order`` after the warm-up steps."""
+        return min(self.options.order, i + 1)
+
     def integrate(self, score: CountedScore, process: EDMView, x: Tensor, sigmas: Tensor, noise: NoiseSource) -> Tensor:
-        order = self.options.order
+        keep, n = self.options.order, len(sigmas) - 1
         derivs: list[Tensor] = []
         nodes: list[float] = []
-        for i in range(len(sigmas) - 1):
+        for i in range(n):
             sigma = float(sigmas[i])
             d = (x - edm_denoise(score, process, x, sigmas[i])) / sigma
-            derivs = [d] + derivs[: order - 1]
-            nodes = [sigma] + nodes[: order - 1]
-            w = self.weights(nodes, float(sigmas[i + 1]))  # warm-up: order min(i + 1, order)
+            derivs = [d] + derivs[: keep - 1]
+            nodes = [sigma] + nodes[: keep - 1]
+            p = self.step_order(i, n)  # warm-up: order min(i + 1, order)
+            w = self.weights(nodes[:p], float(sigmas[i + 1]))
             x = x + sum(wj * dj for wj, dj in zip(w, derivs))
         return x
 
