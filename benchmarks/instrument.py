@@ -79,10 +79,29 @@ class Instrument:
                        0.5 * (freq - self.ref_freq).abs().sum().item(), sw, mmd, lp)
 
 
+def path_errors(x: Tensor, x_ref: Tensor) -> Tensor:
+    """Per sample: the mean over coordinates of the squared difference to the reference solve (float64)."""
+    d = (x.double().reshape(x.shape[0], -1) - x_ref.double().reshape(x.shape[0], -1))
+    return d.pow(2).mean(dim=1)
+
+
 def pathwise_error(x: Tensor, x_ref: Tensor) -> float:
     """RMS per coordinate of the difference to the reference solve from the same prior draws."""
-    d = (x.double().reshape(x.shape[0], -1) - x_ref.double().reshape(x.shape[0], -1))
-    return d.pow(2).mean().sqrt().item()
+    return path_errors(x, x_ref).mean().sqrt().item()
+
+
+def path_se(e: Tensor) -> float:
+    """SE of the RMS sqrt(mean e) over i.i.d. per-sample errors e (delta method: SE(mean) / (2 RMS))."""
+    rms = e.mean().sqrt().item()
+    return 0.0 if rms == 0 else e.std().item() / math.sqrt(e.shape[0]) / (2 * rms)
+
+
+def compare_paths(ea: Tensor, eb: Tensor) -> tuple[float, float]:
+    """D = RMS_a - RMS_b and its SE, paired over samples (the same prior draw in row i of both runs), by the delta
+    method: D ~ mean_i (e_a,i / (2 RMS_a) - e_b,i / (2 RMS_b)) up to a constant, so SE = sd of that / sqrt(n)."""
+    ra, rb = ea.mean().sqrt().item(), eb.mean().sqrt().item()
+    lin = ea / (2 * max(ra, 1e-300)) - eb / (2 * max(rb, 1e-300))
+    return ra - rb, lin.std().item() / math.sqrt(lin.shape[0])
 
 
 def compare(a: Metrics, b: Metrics, ref_var: float, m: int) -> tuple[float, float]:

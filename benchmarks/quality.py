@@ -27,7 +27,7 @@ from torch import Tensor
 
 from benchmarks import meta
 from benchmarks.noise import BatchNoise
-from benchmarks.instrument import Instrument, Metrics, pathwise_error
+from benchmarks.instrument import Instrument, Metrics, path_errors, path_se, pathwise_error
 from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem, oracle_problem, trained_problem
 from benchmarks.specs import BUDGETS, RunSpec, build_sampler, our_specs
 from fastdiff.metrics.toy import random_directions
@@ -101,12 +101,14 @@ class Row:
     disp_worst: float | None = None
     wtv: float | None = None  # mode-weight total variation
     path: float | None = None  # pathwise RMS error to the reference solve (deterministic samplers)
+    path_se: float | None = None
     sw: float | None = None
     mmd: float | None = None
     seconds: float = 0.0
     status: str = "ok"
     note: str = ""  # e.g. how many samples an adaptive sampler stopped at its NFE cap
     metrics: Metrics | None = field(default=None, repr=False)  # in memory only (per-sample log p for pairing)
+    path_sq: Tensor | None = field(default=None, repr=False)  # in memory: per-sample squared path error (pairing)
 
     @property
     def abs_gap(self) -> float | None:
@@ -216,7 +218,8 @@ def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, instrument: Ins
         elif problem.metric is not None:  # a network without an exact density (digits): its own metric and SE
             row.gap, row.gap_se = problem.metric(x)
         if x_ref is not None and row.deterministic:
-            row.path = pathwise_error(x, x_ref)
+            row.path_sq = path_errors(x, x_ref)
+            row.path, row.path_se = row.path_sq.mean().sqrt().item(), path_se(row.path_sq)
     except SamplingNaNError:
         row.status, row.nfe = "nan", counter.nfe
     except peers.NFECapExceeded as err:
@@ -282,7 +285,7 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None,
 
 def write_csv(rows: list[Row], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        names = [k.name for k in fields(Row) if k.name != "metrics"]
+        names = [k.name for k in fields(Row) if k.name not in ("metrics", "path_sq")]
         w = csv.DictWriter(f, fieldnames=names)
         w.writeheader()
         for r in rows:

@@ -56,8 +56,9 @@ def save_part(problem: Any, rows: list[Any], stats: RefStats | None, ref_error: 
     data = {
         "problem": {"key": problem.key, "title": problem.title, "note": problem.note, "scenario": problem.scenario,
                     "has_density": problem.mixture is not None},
-        "rows": [{k: getattr(r, k) for k in names if k != "metrics"} for r in rows],
+        "rows": [{k: getattr(r, k) for k in names if k not in ("metrics", "path_sq")} for r in rows],
         "logp": [None if r.metrics is None else r.metrics.logp.clone() for r in rows],
+        "path_sq": [None if r.path_sq is None else r.path_sq.clone() for r in rows],
         "stats": None if stats is None else {"ref_var": stats.ref_var, "m": stats.m},
         "ref_error": ref_error, "budgets": list(budgets), "command": command, "seconds": seconds, **(extra or {})}
     root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,8 @@ def merge_into(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     merged = dict(new)
     merged["rows"] = [old["rows"][i] for i in keep] + new["rows"]
     merged["logp"] = [old["logp"][i] for i in keep] + new["logp"]
+    old_sq = old.get("path_sq", [None] * len(old["rows"]))  # parts stored before path_sq existed
+    merged["path_sq"] = [old_sq[i] for i in keep] + new["path_sq"]
     merged["command"] = old["command"] + " ; " + new["command"]
     merged["seconds"] = old["seconds"] + new["seconds"]
     merged["peers"] = old.get("peers", False) or new.get("peers", False)
@@ -98,8 +101,9 @@ def load_parts(order: list[str] | None = None, root: Path = PARTS) -> list[dict[
 def rebuild(part: dict[str, Any], row_cls: type) -> tuple[PartProblem, list[Any], RefStats | None]:
     """Problem, rows (metrics restored for the paired comparison) and reference statistics of a part."""
     rows = []
-    for d, lp in zip(part["rows"], part["logp"]):
+    for d, lp, sq in zip(part["rows"], part["logp"], part.get("path_sq", [None] * len(part["rows"]))):
         r = row_cls(**d)
+        r.path_sq = sq
         if lp is not None:
             r.metrics = Metrics(r.gap, r.gap_se, r.disp, r.disp_worst, r.wtv, r.sw, r.mmd, lp)
         rows.append(r)

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from benchmarks import meta
-from benchmarks.instrument import compare
+from benchmarks.instrument import compare, compare_paths
 from benchmarks.peers import MISSING
 
 if TYPE_CHECKING:
@@ -55,6 +55,39 @@ def verdict(d: float, se: float) -> str:
     return "lost" if d > 2 * se else "tie"
 
 
+def path_duel(rows: list["Row"], o: "Row", q: "Row", budget: int, budgets: tuple[int, ...]
+              ) -> "tuple[Row, Row, float, float] | None":
+    """The tie-break of a cell whose gaps tie: among the deterministic runs that are as good on the gap (|gap| within
+    2 SE of the cell's best), each family's most accurate solve; D = path_ours - path_peer and its paired SE.
+
+    The gap cannot rank converged samplers (all sit within its SE of 0); the pathwise error to the converged solve
+    from the same prior draws can, with an SE orders of magnitude smaller. Restricting it to runs that tie on the
+    gap keeps a solver that is close to the reference path but far off in distribution from winning on it.
+    None when a family has no such run."""
+    top = o if abs(o.gap) <= abs(q.gap) else q  # type: ignore[arg-type]
+
+    def candidates(family: str) -> list["Row"]:
+        return [r for r in rows if r.family == family and r.status == "ok" and r.deterministic
+                and r.path_sq is not None and r.gap is not None and bucket(r.nfe, budgets) == budget
+                and abs(r.gap) - abs(top.gap) <= 2 * math.hypot(r.gap_se or 0.0, top.gap_se or 0.0)]  # type: ignore
+
+    co, cq = candidates("fastdiff"), candidates("peer")
+    if not co or not cq:
+        return None
+    po, pq = min(co, key=lambda r: r.path), min(cq, key=lambda r: r.path)  # type: ignore[arg-type, return-value]
+    d, se = compare_paths(po.path_sq, pq.path_sq)  # type: ignore[arg-type]
+    return po, pq, d, se
+
+
+def path_verdict(d: float, se: float, ref_error: float | None) -> str:
+    """Like :func:`verdict`, with the reference solve's own error added to the margin twice (it can move each RMS
+    by at most that much, by the triangle inequality)."""
+    margin = 2 * se + 2 * (ref_error if ref_error is not None and math.isfinite(ref_error) else 0.0)
+    if d < -margin:
+        return "won"
+    return "lost" if d > margin else "tie"
+
+
 def cell(r: "Row | None") -> str:
     if r is None:
         return "—"
@@ -66,7 +99,7 @@ def cell(r: "Row | None") -> str:
 def headline(res: "QualityResult") -> tuple[list[str], list[str], dict[str, int]]:
     """One table per problem (rows: NFE budgets); the losses; won/tie/lost counts overall and at NFE <= 20."""
     lines, losses = [], []
-    counts = {k: 0 for k in ("won", "tie", "lost", "won_low", "tie_low", "lost_low")}
+    counts = {k: 0 for k in ("won", "tie", "lost", "won_low", "tie_low", "lost_low", "by_path")}
     summary = ["| problem | won | tie | lost | won at NFE ≤ 20 | cells at NFE ≤ 20 |", "|---|---|---|---|---|---|"]
     for p in res.problems:
         rows = [r for r in res.rows if r.problem == p.key]
@@ -74,25 +107,35 @@ def headline(res: "QualityResult") -> tuple[list[str], list[str], dict[str, int]
         metric = "gap" if p.mixture is not None else "fd_digits"
         table = [f"#### `{p.key}` — {p.title}", "",
                  f"| NFE | ours: best {metric} ± SE | peers: best {metric} ± SE | D = \\|ours\\| − \\|peer\\| ± SE "
-                 "| verdict |", "|---|---|---|---|---|"]
+                 "| tie-break: pathwise error of the gap-tied deterministic runs, ours vs peers (D ± SE) | verdict |",
+                 "|---|---|---|---|---|---|"]
         mine = {k: 0 for k in ("won", "tie", "lost", "won_low", "low")}
         for b in budgets:
             o, q = best(rows, "fastdiff", b, budgets), best(rows, "peer", b, budgets)
             if o is None or q is None:
-                table.append(f"| {b} | {cell(o)} | {cell(q)} | | |")
+                table.append(f"| {b} | {cell(o)} | {cell(q)} | | | |")
                 continue
             d, se = duel(o, q, res)
-            v = verdict(d, se)
+            v, how, tie_break = verdict(d, se), "", ""
+            pd = path_duel(rows, o, q, b, budgets) if v == "tie" else None
+            if pd is not None:
+                po, pq, dp, sep = pd
+                tie_break = f"{po.path:.2e} `{po.label}` vs {pq.path:.2e} `{pq.label}` ({dp:+.1e} ± {sep:.1e})"
+                vp = path_verdict(dp, sep, res.ref_error.get(p.key))
+                if vp != "tie":
+                    v, how = vp, " (path)"
+                    counts["by_path"] += 1
             counts[v] += 1
             mine[v] += 1
             if b <= LOW_NFE:
                 counts[v + "_low"] += 1
                 mine["low"] += 1
                 mine["won_low"] += v == "won"
-            table.append(f"| {b} | {cell(o)} | {cell(q)} | {d:+.3f} ± {se:.3f} | **{v}** |")
+            table.append(f"| {b} | {cell(o)} | {cell(q)} | {d:+.3f} ± {se:.3f} | {tie_break} | **{v}{how}** |")
             if v == "lost":
                 losses.append(f"- `{p.key}` NFE {b}: ours {fmt(o.gap, '+.3f')} ({o.label}) vs peers "
-                              f"{fmt(q.gap, '+.3f')} ({q.label}); D = {d:+.3f} ± {se:.3f}")
+                              f"{fmt(q.gap, '+.3f')} ({q.label}); D = {d:+.3f} ± {se:.3f}"
+                              + (f"; on the tie-break {tie_break}" if how else ""))
         lines += table + [""]
         summary.append(f"| `{p.key}` | {mine['won']} | {mine['tie']} | {mine['lost']} | {mine['won_low']} "
                        f"| {mine['low']} |")
@@ -167,8 +210,12 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str |
     head, losses, counts = headline(res)
     lines += ["### Headline: our best vs the peers' best per cell", "",
               f"All cells: won {counts['won']}, tie {counts['tie']}, lost {counts['lost']}; at NFE ≤ {LOW_NFE}: won "
-              f"{counts['won_low']}, tie {counts['tie_low']}, lost {counts['lost_low']}. Best = smallest |gap| in the "
-              "column (a selection among many of ours vs fewer peers favours us slightly near zero).", ""] + head
+              f"{counts['won_low']}, tie {counts['tie_low']}, lost {counts['lost_low']}; of the decided cells, "
+              f"{counts['by_path']} were decided by the pathwise tie-break. Best = smallest |gap| in the "
+              "column (a selection among many of ours vs fewer peers favours us slightly near zero). A cell is won "
+              "or lost on the gap beyond 2 SE; where the gaps tie, the deterministic runs of each side that tie on "
+              "the gap are compared on their pathwise error to the reference solve, beyond 2 SE plus twice the "
+              "reference's own error (`benchmarks/tables.py`: `path_duel`).", ""] + head
     lines += ["### Where we lose (beyond 2 SE)", ""] + (losses or ["- nowhere"]) + [""]
     lines += ["### NFE accounting", "", nfe_check(res.rows), ""]
     lines += ["### All runs", ""]

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from benchmarks import peers
-from benchmarks.instrument import Instrument, compare, pathwise_error
+from benchmarks.instrument import Instrument, compare, compare_paths, path_se, pathwise_error
 from benchmarks.noise import BatchNoise
 from benchmarks.quality import QualityConfig, Row, run_quality
 from benchmarks.quality_cache import RefStats, load_parts, rebuild, save_part
@@ -137,6 +137,49 @@ def test_pathwise_error_is_rms_per_coordinate() -> None:
     assert pathwise_error(y, x) == pytest.approx(math.sqrt(1 / 12))
 
 
+def test_path_se_and_paired_path_comparison_match_repeated_experiments() -> None:
+    """SE of one RMS path error and of D = RMS_a - RMS_b (paired, delta method) from one experiment vs the spread
+    over 300 independent experiments. Two 'solvers' miss the same reference by correlated errors of different
+    sizes (e_b = 0.8 e_a + independent noise), n = 400 samples of dimension 3."""
+    n, reps = 400, 300
+    g = torch.Generator().manual_seed(0)
+    ra, ds, ses_a, ses_d = [], [], [], []
+    for _ in range(reps):
+        base = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        ea = (0.1 * base).pow(2).mean(1)
+        eb = (0.08 * base + 0.03 * torch.randn(n, 3, generator=g, dtype=torch.float64)).pow(2).mean(1)
+        ra.append(ea.mean().sqrt().item())
+        ses_a.append(path_se(ea))
+        d, se = compare_paths(ea, eb)
+        assert d == pytest.approx(ea.mean().sqrt().item() - eb.mean().sqrt().item())
+        ds.append(d)
+        ses_d.append(se)
+    # the spread over 300 repeats has a relative SD of ~1/sqrt(2*299) = 4 %; the delta method's bias at n = 400 is
+    # O(1/n): 15 % covers > 3 SD of the spread's own noise
+    assert sum(ses_a) / reps == pytest.approx(torch.tensor(ra).std().item(), rel=0.15)
+    assert sum(ses_d) / reps == pytest.approx(torch.tensor(ds).std().item(), rel=0.15)
+
+
+def test_pathwise_tie_break_only_among_runs_that_tie_on_the_gap() -> None:
+    """A peer run with a tiny path error but a gap worse beyond 2 SE must not decide the cell; among gap-tied runs
+    the smaller path error wins beyond 2 SE plus twice the reference error, and a large reference error makes it a
+    tie."""
+    from benchmarks.tables import path_duel, path_verdict
+
+    def row(family: str, label: str, gap: float, path_scale: float) -> Row:
+        e = (path_scale * torch.linspace(0.5, 1.5, 500, dtype=torch.float64)).pow(2)
+        r = Row("p", family, label, label, 10, None, nfe=10.0, deterministic=True, gap=gap, gap_se=0.1)
+        r.path_sq, r.path = e, e.mean().sqrt().item()
+        return r
+
+    ours, peer, sharp = row("fastdiff", "a", 0.05, 0.01), row("peer", "b", -0.1, 0.02), row("peer", "c", -5.0, 0.001)
+    rows = [ours, peer, sharp]
+    po, pq, d, se = path_duel(rows, ours, peer, 10, (10,))
+    assert (po.label, pq.label) == ("a", "b") and d == pytest.approx(ours.path - peer.path)
+    assert path_verdict(d, se, 1e-4) == "won" and path_verdict(d, se, 0.01) == "tie"
+    assert path_verdict(-d, se, 1e-4) == "lost"
+
+
 def test_parts_round_trip_to_the_same_tables(tmp_path) -> None:
     cfg = QualityConfig(n=40, budgets=(10,), processes=("vp",), targets=("rings2d",), samplers=["edm_heun"],
                         peers=False, n_ref=400, ref_nfe=19)
@@ -148,6 +191,7 @@ def test_parts_round_trip_to_the_same_tables(tmp_path) -> None:
     assert prob.key == "vp/rings2d/exact" and stats.m == res.instruments[prob.key].m
     assert [(r.label, r.gap, r.path) for r in rows] == [(r.label, r.gap, r.path) for r in res.rows]
     assert torch.equal(rows[0].metrics.logp, res.rows[0].metrics.logp)
+    assert rows[0].path_sq is not None and torch.equal(rows[0].path_sq, res.rows[0].path_sq)  # the tie-break's data
 
 
 diffusers_present = peers.diffusers_schedulers() is not None and peers.k_sampling() is not None
