@@ -113,7 +113,7 @@ def trained_problem(ckpt: str) -> Problem:
         metric = DigitsFD()
         return Problem(f"{name}/digits/trained", f"{type(proc).__name__}, 8x8 digits U-Net", proc, None, model,
                        "trained", note=f"network: {ckpt} (EMA weights); metric fd_digits (lower is better) ± "
-                       "bootstrap SE", data_shape=metric.shape, metric=metric, pathwise=False)
+                       "bootstrap SE", data_shape=metric.shape, metric=metric)
     if data_cfg.get("name") != "toy2d" or data_cfg.get("shape", "rings") != "rings":
         raise ValueError(f"--ckpt {ckpt}: only toy2d rings and digits checkpoints are supported, got data = {data_cfg}")
     noise = data_cfg.get("noise")
