@@ -244,8 +244,9 @@ def reference_plan(process: Any, ref_nfe: int) -> tuple[str | None, int]:
 
 def reference_solve(problem: Problem, cfg: QualityConfig) -> tuple[Tensor | None, float]:
     """A converged probability-flow solve from the same prior draws (for pathwise errors) and its own error: the
-    RMS difference to the same solver at about half the NFE (a 2nd-order solver's error at NFE N is then about a
-    third of that difference, so the reported number bounds the reference's error)."""
+    RMS difference to the same solver at about half the NFE (a solver of order p >= 1 has at NFE N about 1/(2^p - 1)
+    of that difference as its error, so the reported number bounds the reference's error; pessimistic where a few
+    samples of the half-NFE solve go astray, e.g. trained psld/rings2d: 1.5e-2 reported, 6.6e-4 to a 2x-NFE solve)."""
     name, ref_nfe = reference_plan(problem.process, cfg.ref_nfe)
     if name is None or ref_nfe <= 0:
         return None, float("nan")

@@ -98,3 +98,10 @@ def test_sde_peers_sample_the_gaussian(name: str, proc) -> None:
     assert bool(torch.isfinite(res.x).all())
     assert ((res.x.mean(0) - MEAN).abs() <= 4 * STD / math.sqrt(n)).all(), res.x.mean(0)
     assert ((res.x.std(0) - STD).abs() <= 4 * STD / math.sqrt(2 * n)).all(), res.x.std(0)
+
+
+def test_reference_plan_uses_exp_ode_without_an_edm_view() -> None:
+    """PSLD: exp_ode at 1.5 x ref_nfe (ode_heun at 399 is 2.5e-2 from itself at 199 on psld/image64/exact);
+    VE/VP keep edm_heun at ref_nfe."""
+    assert reference_plan(PSLD(), 399) == ("exp_ode", 598)
+    assert reference_plan(VP(), 399) == reference_plan(VE(), 399) == ("edm_heun", 399)
