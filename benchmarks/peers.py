@@ -11,6 +11,8 @@ is missing. NFE is counted by wrapping the score in :class:`fastdiff.samplers.ba
   and dpm_adaptive (DPM-Solver-23, tolerance sweep).
 - torchsde: the reverse SDE in u = T - t (additive noise, exact G(t) of the process), ``sdeint(method="srk",
   adaptive=True)`` from T to t_eps, then one Tweedie denoise (as our samplers end); works on every process.
+- processes without an EDM view (PSLD): torchsde fixed-step SDE and torchdiffeq fixed-grid PF-ODE solvers at the
+  NFE budgets (:mod:`benchmarks.peers_psld`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.peers_diffusers import DEFAULT_ENDING, KARRAS, diffusers_schedulers, run_diffusers
+from benchmarks.peers_psld import DETERMINISTIC_PSLD, is_psld_peer, psld_peer_specs, run_psld_peer, torchdiffeq_module
 from benchmarks.specs import RunSpec
 from fastdiff.processes.base import Process, append_dims
 from fastdiff.samplers.base import CountedScore
@@ -38,7 +41,7 @@ K_FIXED: dict[str, tuple[str, int]] = {  # name -> (k-diffusion function, NFE pe
     "k:dpmpp_2m_sde": ("sample_dpmpp_2m_sde", 1), "k:dpmpp_3m_sde": ("sample_dpmpp_3m_sde", 1)}
 K_BROWNIAN = ("k:dpmpp_sde", "k:dpmpp_2m_sde", "k:dpmpp_3m_sde")  # stochastic: a seeded Brownian tree
 DETERMINISTIC = frozenset({"k:euler", "k:heun", "k:dpm_2", "k:lms", "k:dpmpp_2m", "k:dpm_adaptive",
-                           *KARRAS, *DEFAULT_ENDING})
+                           *KARRAS, *DEFAULT_ENDING, *DETERMINISTIC_PSLD})
 K_ADAPTIVE_RTOL: tuple[float, ...] = (0.1, 0.02)  # atol = rtol * 0.0078 / 0.05 (default ratio)
 SDE_TOL: tuple[float, ...] = (0.2, 0.05)  # torchsde rtol = atol
 _CACHE: dict[str, Any] = {}
@@ -108,7 +111,8 @@ def torchsde_module() -> Any | None:
 
 def missing_peers() -> list[str]:
     """Names of the peers that cannot be imported (empty when all are there)."""
-    mods = (("k-diffusion", k_sampling()), ("torchsde", torchsde_module()), ("diffusers", diffusers_schedulers()))
+    mods = (("k-diffusion", k_sampling()), ("torchsde", torchsde_module()), ("diffusers", diffusers_schedulers()),
+            ("torchdiffeq", torchdiffeq_module()))
     return [name for name, mod in mods if mod is None]
 
 
@@ -125,7 +129,7 @@ def peer_specs(process: Process, budgets: tuple[int, ...], k_rtols: tuple[float,
         specs += [RunSpec("peer", name, budget=b) for name in names for b in budgets]
     if torchsde_module() is not None:
         specs += [RunSpec("peer", "torchsde:srk", tol=r) for r in sde_tols]
-    return specs
+    return specs + psld_peer_specs(process, budgets, torchsde_module() is not None)
 
 
 # ---- adapters -------------------------------------------------------------------------------------------------
@@ -194,6 +198,8 @@ def run_peer(spec: RunSpec, score_fn: Callable[[Tensor, Tensor], Tensor], proces
             x = run_diffusers(spec.method, KDenoiser(score, process), noise.randn(shape[1:]) * hi, process, lo, hi,
                               int(spec.budget))  # type: ignore[arg-type]
             declared = float(spec.budget)  # type: ignore[arg-type]
+        elif is_psld_peer(spec.method):
+            x, declared = run_psld_peer(spec, score, process, shape, noise, seed, ReverseSDE, torchsde_module())
         elif spec.method == "torchsde:srk":
             x, declared = _run_torchsde(spec, score, process, shape, noise, seed, cap)
         else:

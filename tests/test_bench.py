@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import peers
+from benchmarks import peers, peers_psld
 from benchmarks.biased import BiasedScore, perturbed
 from benchmarks.noise import BatchNoise
 from benchmarks.quality import QualityConfig, SlicedW1, run_quality
@@ -25,10 +25,11 @@ TINY = QualityConfig(n=48, budgets=(10, 20), processes=("vp",), targets=("rings2
 
 @pytest.fixture
 def no_peers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make k_diffusion and torchsde unimportable, whatever the environment has."""
-    for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde", "diffusers"):
+    """Make k_diffusion, torchsde, diffusers and torchdiffeq unimportable, whatever the environment has."""
+    for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde", "diffusers", "torchdiffeq"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr(peers, "_CACHE", {})
+    monkeypatch.setattr(peers_psld, "_CACHE", {})
 
 
 def test_tiny_quality_run_rows_and_nfe_accounting() -> None:
@@ -92,11 +93,11 @@ def test_bucket_and_verdict() -> None:
 
 def test_peers_are_skipped_cleanly_when_not_importable(no_peers: None) -> None:
     assert peers.k_sampling() is None and peers.torchsde_module() is None
-    assert peers.missing_peers() == ["k-diffusion", "torchsde", "diffusers"]
-    assert peers.peer_specs(VP(), (10, 20)) == []
+    assert peers.missing_peers() == ["k-diffusion", "torchsde", "diffusers", "torchdiffeq"]
+    assert peers.peer_specs(VP(), (10, 20)) == [] and peers.peer_specs(PSLD(), (10, 20)) == []
     cfg = QualityConfig(**{**TINY.__dict__, "peers": True, "samplers": ["edm_euler"], "budgets": (10,)})
     res = run_quality(cfg)
-    assert res.missing_peers == ["k-diffusion", "torchsde", "diffusers"]
+    assert res.missing_peers == ["k-diffusion", "torchsde", "diffusers", "torchdiffeq"]
     assert [r.family for r in res.rows] == ["fastdiff"]
     text = quality_markdown(res, cfg, "cmd")
     assert "peers not installed (see benchmarks/setup_peers.sh)" in text
