@@ -183,10 +183,13 @@ def nfe_check(rows: list["Row"]) -> str:
 def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str | list[str]) -> str:
     """The full benchmarks/results/quality.md."""
     peers_line = (f"Peers: {MISSING} — missing: {', '.join(res.missing_peers)}." if res.missing_peers else
-                  "Peers (VE/VP through the EDM view; PSLD: torchsde only): k-diffusion (euler, heun, dpm_2, lms, "
-                  "dpmpp_2m, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde on Karras grids, dpm_adaptive), diffusers "
-                  "(UniPC bh1/bh2, DPM-Solver++ multistep 2/3, DEIS 2/3; Karras sigmas) and torchsde "
-                  "(`sdeint(method='srk', adaptive=True)`), all on the same score functions." if cfg.peers
+                  "Peers, on the same score functions. VE/VP (through the EDM view): k-diffusion (euler, heun, dpm_2, "
+                  "lms, dpmpp_2m, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde on Karras grids, dpm_adaptive) and diffusers "
+                  "(UniPC bh1/bh2, DPM-Solver++ multistep 2/3, DEIS 2/3; Karras sigmas). PSLD (no EDM view): torchsde "
+                  "fixed-step reverse-SDE solvers (euler, reversible_heun, midpoint, srk) and torchdiffeq fixed-grid "
+                  "probability-flow solvers (euler, midpoint, rk4, explicit_adams with max_order 4) on uniform, "
+                  "quadratic, log-SNR and Karras time grids (`benchmarks/peers_psld.py`). All processes: torchsde's "
+                  "adaptive srk (`sdeint(method='srk', adaptive=True)`)." if cfg.peers
                   else "Peers: skipped (--no-peers).")
     commands = [commands] if isinstance(commands, str) else commands
     lines = meta.header("Quality per NFE", commands[0], [
@@ -203,8 +206,8 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str |
         "their most probable component; sqrt of the mean squared Mahalanobis distance over the reference's, "
         "weighted geometric mean over modes) and mode-weight error (total variation of the assignment "
         "frequencies). Cells compare |gap|; won/lost only beyond 2 SE. Deterministic samplers: "
-        f"pathwise RMS error to a reference solve (edm_heun, or ode_heun where that does not apply, at NFE "
-        f"{cfg.ref_nfe}) from the same prior draws. SE of a cell's D: the larger of the paired and the "
+        f"pathwise RMS error to a reference solve (edm_heun at NFE {cfg.ref_nfe} on VE/VP, exp_ode at 1.5 x that "
+        "on PSLD) from the same prior draws. SE of a cell's D: the larger of the paired and the "
         "independent-samples SE. Trained digits: fd_digits ± bootstrap SE. SW1/MMD² are in "
         "quality.csv.", "", peers_line, "", f"Total run time: {res.seconds / 60:.1f} min.", ""])
     head, losses, counts = headline(res)
