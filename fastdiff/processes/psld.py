@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..registry import PROCESSES
-from .base import block_cholesky
+from .base import safe_cholesky2
 from .phase_space import PhaseSpaceProcess
 
 
@@ -43,21 +43,30 @@ class PSLD(PhaseSpaceProcess):
     def beta_integral(self, t: Tensor) -> Tensor:
         return self.beta * torch.as_tensor(t, dtype=torch.float64)
 
-    def _A(self, b: Tensor) -> Tensor:
+    # The kernels below are formed entry by entry as [N] float64 tensors and stacked once: the score wrapper
+    # evaluates them on every network call, where the number of small ops, not their arithmetic, is the cost.
+    def _a_entries(self, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(A00, A01, A10, A11) of the forward transition over integrated beta b."""
         g, nu, mi = self.gamma, self.nu, self.m_inv
         e = torch.exp(-(g + nu) * b / 4)
-        row0 = torch.stack([1 + (nu - g) * b / 4, mi * b / 2], -1)
-        row1 = torch.stack([-b / 2, 1 + (g - nu) * b / 4], -1)
-        return e[:, None, None] * torch.stack([row0, row1], -2)
+        return e * (1 + (nu - g) * b / 4), e * (mi * b / 2), e * (-b / 2), e * (1 + (g - nu) * b / 4)
 
-    def _Q(self, b: Tensor) -> Tensor:
-        """Covariance added over an interval with integrated beta b (the kernel table with Sxx0 = Smm0 = 0)."""
+    def _q_entries(self, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Qxx, Qxm, Qmm): covariance added over integrated beta b (the kernel table with Sxx0 = Smm0 = 0)."""
         g, nu, mi, M = self.gamma, self.nu, self.m_inv, self.mass
         S = torch.exp(-(g + nu) * b / 2)
-        sxx = (1 - S) + S * (-mi * b**2 / 2 + (g - nu) * b / 2)
-        sxm = S * (nu - g) * b**2 / 4
-        smm = M * (1 - S) + S * (-(b**2) / 2 + M * (nu - g) * b / 2)
-        return torch.stack([torch.stack([sxx, sxm], -1), torch.stack([sxm, smm], -1)], -2)
+        b2 = b**2
+        sxx = (1 - S) + S * (-mi * b2 / 2 + (g - nu) * b / 2)
+        sxm = S * (nu - g) * b2 / 4
+        smm = M * (1 - S) + S * (-b2 / 2 + M * (nu - g) * b / 2)
+        return sxx, sxm, smm
+
+    def _A(self, b: Tensor) -> Tensor:
+        return _mat2(*self._a_entries(b))
+
+    def _Q(self, b: Tensor) -> Tensor:
+        sxx, sxm, smm = self._q_entries(b)
+        return _mat2(sxx, sxm, sxm, smm)
 
     def sde_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
@@ -79,14 +88,36 @@ class PSLD(PhaseSpaceProcess):
         init = torch.diag(torch.tensor([sxx0, smm0], dtype=torch.float64, device=b.device))
         return A @ init @ A.transpose(-1, -2) + Q + 1e-9 * torch.eye(2, dtype=torch.float64, device=b.device)
 
+    def _kernel_entries(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(a_x, a_m, Sxx, Sxm, Smm) of the HSM kernel (x0, m0 ~ N(0, kappa M)) at times t, float64 [N] each.
+
+        Mean a = A[:, 0]; covariance A diag(0, kappa M) A^T + Q + 1e-9 I = Q + kappa M A[:, 1] A[:, 1]^T + 1e-9 I,
+        its products formed in the order ``marginal_cov``'s matrix products form them (the same floats).
+        """
+        b = self.beta_integral(torch.as_tensor(t, dtype=torch.float64).reshape(-1))
+        a00, a01, a10, a11 = self._a_entries(b)
+        sxx, sxm, smm = self._q_entries(b)
+        p0, p1 = a01 * (self.kappa * self.mass), a11 * (self.kappa * self.mass)
+        return a00, a10, (p0 * a01 + sxx) + 1e-9, p0 * a11 + sxm, (p1 * a11 + smm) + 1e-9
+
     def marginal_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        L = block_cholesky(self.marginal_cov(t))
-        a = self._A(self.beta_integral(t))[:, :, 0]  # mean uses m0 = 0: only the x0 column
-        return a, L
+        a_x, a_m, sxx, sxm, smm = self._kernel_entries(t)
+        l11, l21, l22 = safe_cholesky2(sxx, sxm, smm)
+        return torch.stack([a_x, a_m], -1), _mat2(l11, torch.zeros_like(l11), l21, l22)
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """The base class's log(a_x^2 / L_xx^2) without the rest of the factor (the time grids' bisections call this
+        some 60 times per grid)."""
+        a_x, _, sxx, _, _ = self._kernel_entries(torch.as_tensor(t, dtype=torch.float64))
+        return torch.log(a_x**2) - torch.log(sxx.clamp_min(0).sqrt() ** 2)
 
     def prior_chol(self) -> Tensor:
         return torch.diag(torch.tensor([1.0, self.mass ** 0.5], dtype=torch.float64))
 
     def initial_aux_var(self) -> float:
         return self.kappa * self.mass
+
+
+def _mat2(m00: Tensor, m01: Tensor, m10: Tensor, m11: Tensor) -> Tensor:
+    """[N, 2, 2] from four [N] entries."""
+    return torch.stack([m00, m01, m10, m11], -1).reshape(-1, 2, 2)
