@@ -117,10 +117,15 @@ class Process(ABC):
     def sde(self, z: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Forward drift f(z, t) (shape of z) and diffusion g(t) (broadcastable to z; diagonal G)."""
         F, GG = self.sde_coeffs(self._time(t, z))
+        return self.apply(F, z), self._diffusion_of(GG, z)
+
+    def diffusion(self, z: Tensor, t: Tensor | float) -> Tensor:
+        """The diffusion g(t) of :meth:`sde` alone, z-shaped (Euler-Maruyama's noise scale)."""
+        return self._diffusion_of(self.sde_coeffs(self._time(t, z))[1], z)
+
+    def _diffusion_of(self, GG: Tensor, z: Tensor) -> Tensor:
         g = torch.diagonal(GG, dim1=-2, dim2=-1).clamp_min(0).sqrt()  # [B, k]
-        diffusion = self.join([append_dims(g[:, i], z.ndim).to(z.dtype).expand_as(p)
-                               for i, p in enumerate(self.split(z))])
-        return self.apply(F, z), diffusion
+        return self.scale_blocks(g, torch.ones_like(z))  # block i filled with g_i (1 * g_i: exact)
 
     def gg_times(self, z: Tensor, t: Tensor | float, v: Tensor) -> Tensor:
         """G G^T v (e.g. v = score)."""

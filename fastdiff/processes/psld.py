@@ -38,43 +38,51 @@ class PSLD(PhaseSpaceProcess):
         self.check_sample_time()
         self.m_inv = (self.gamma - self.nu) ** 2 / 4.0
         self.mass = 1.0 / self.m_inv
+        g, nu, mi, M = self.gamma, self.nu, self.m_inv, self.mass
+        h = self.beta / 2  # the SDE's constant drift matrix and G G^T
+        self._F = torch.tensor([[-h * g, h * mi], [-h, -h * nu]], dtype=torch.float64)
+        self._GG = torch.tensor([[self.beta * g, 0.0], [0.0, self.beta * M * nu]], dtype=torch.float64)
+        # Coefficient rows of the kernel entries (_a_entries, _q_entries), so that all entries come from a few ops
+        # on [N, 4] / [N, 2] tensors: the score wrapper forms the kernel on every network call, where the number
+        # of small ops, not their arithmetic, is the cost. Each row holds a constant of the scalar formula divided
+        # by 2 or 4, exact in binary: every entry is the float the scalar formula gives.
+        self._a_rows = torch.tensor([[1.0, 0.0, 0.0, 1.0], [(nu - g) / 4, mi / 2, -0.5, (g - nu) / 4]],
+                                    dtype=torch.float64)
+        self._q_rows = torch.tensor([[1.0, M], [-mi / 2, -0.5], [(g - nu) / 2, M * (nu - g) / 2]], dtype=torch.float64)
 
     # b = int beta over [s, t] (constant beta)
     def beta_integral(self, t: Tensor) -> Tensor:
         return self.beta * torch.as_tensor(t, dtype=torch.float64)
 
-    # The kernels below are formed entry by entry as [N] float64 tensors and stacked once: the score wrapper
-    # evaluates them on every network call, where the number of small ops, not their arithmetic, is the cost.
-    def _a_entries(self, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(A00, A01, A10, A11) of the forward transition over integrated beta b."""
-        g, nu, mi = self.gamma, self.nu, self.m_inv
-        e = torch.exp(-(g + nu) * b / 4)
-        return e * (1 + (nu - g) * b / 4), e * (mi * b / 2), e * (-b / 2), e * (1 + (g - nu) * b / 4)
+    def _a_entries(self, b: Tensor) -> Tensor:
+        """[N, 4] = (A00, A01, A10, A11) of the forward transition over integrated beta b [N]:
+        e (1 + (nu - Gamma) b / 4, M^-1 b / 2, -b / 2, 1 + (Gamma - nu) b / 4), e = exp(-(Gamma + nu) b / 4)."""
+        rows = self._a_rows.to(b.device)
+        e = torch.exp(b * (-(self.gamma + self.nu) / 4))
+        return e[:, None] * (rows[0] + b[:, None] * rows[1])
 
-    def _q_entries(self, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(Qxx, Qxm, Qmm): covariance added over integrated beta b (the kernel table with Sxx0 = Smm0 = 0)."""
-        g, nu, mi, M = self.gamma, self.nu, self.m_inv, self.mass
-        S = torch.exp(-(g + nu) * b / 2)
+    def _q_entries(self, b: Tensor) -> tuple[Tensor, Tensor]:
+        """([N, 2] = (Qxx, Qmm), [N] = Qxm): covariance added over integrated beta b (the kernel table with
+        Sxx0 = Smm0 = 0), S = exp(-(Gamma + nu) b / 2):
+        Qxx = (1 - S) + S (-M^-1 b^2 / 2 + (Gamma - nu) b / 2), Qxm = S (nu - Gamma) b^2 / 4,
+        Qmm = M (1 - S) + S (-b^2 / 2 + M (nu - Gamma) b / 2)."""
+        rows = self._q_rows.to(b.device)
+        S = torch.exp(b * (-(self.gamma + self.nu) / 2))
         b2 = b**2
-        sxx = (1 - S) + S * (-mi * b2 / 2 + (g - nu) * b / 2)
-        sxm = S * (nu - g) * b2 / 4
-        smm = M * (1 - S) + S * (-b2 / 2 + M * (nu - g) * b / 2)
-        return sxx, sxm, smm
+        diag = (1 - S)[:, None] * rows[0] + S[:, None] * (b2[:, None] * rows[1] + b[:, None] * rows[2])
+        return diag, S * (self.nu - self.gamma) * b2 / 4
 
     def _A(self, b: Tensor) -> Tensor:
-        return _mat2(*self._a_entries(b))
+        return self._a_entries(b).reshape(-1, 2, 2)
 
     def _Q(self, b: Tensor) -> Tensor:
-        sxx, sxm, smm = self._q_entries(b)
-        return _mat2(sxx, sxm, sxm, smm)
+        diag, sxm = self._q_entries(b)
+        return _mat2(diag[:, 0], sxm, sxm, diag[:, 1])
 
     def sde_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
-        h = self.beta / 2
-        F = torch.tensor([[-h * self.gamma, h * self.m_inv], [-h, -h * self.nu]], dtype=torch.float64)
-        GG = torch.tensor([[self.beta * self.gamma, 0.0], [0.0, self.beta * self.mass * self.nu]], dtype=torch.float64)
         n = t.shape[0]
-        return F.to(t.device).expand(n, 2, 2), GG.to(t.device).expand(n, 2, 2)
+        return self._F.to(t.device).expand(n, 2, 2), self._GG.to(t.device).expand(n, 2, 2)
 
     def transition_coeffs(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         b = (self.beta_integral(t) - self.beta_integral(s)).clamp_min(0).reshape(-1)
@@ -95,10 +103,12 @@ class PSLD(PhaseSpaceProcess):
         its products formed in the order ``marginal_cov``'s matrix products form them (the same floats).
         """
         b = self.beta_integral(torch.as_tensor(t, dtype=torch.float64).reshape(-1))
-        a00, a01, a10, a11 = self._a_entries(b)
-        sxx, sxm, smm = self._q_entries(b)
-        p0, p1 = a01 * (self.kappa * self.mass), a11 * (self.kappa * self.mass)
-        return a00, a10, (p0 * a01 + sxx) + 1e-9, p0 * a11 + sxm, (p1 * a11 + smm) + 1e-9
+        A = self._a_entries(b)
+        qd, qxm = self._q_entries(b)
+        col = A[:, 1::2]  # (A01, A11)
+        p = col * (self.kappa * self.mass)
+        sd = (p * col + qd) + 1e-9  # (Sxx, Smm)
+        return A[:, 0], A[:, 2], sd[:, 0], p[:, 0] * A[:, 3] + qxm, sd[:, 1]
 
     def marginal_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a_x, a_m, sxx, sxm, smm = self._kernel_entries(t)
