@@ -168,9 +168,13 @@ class Process(ABC):
         _, L = self.marginal_coeffs(self._time(t, z))
         return -self.apply(L.transpose(-1, -2), score)
 
-    def denoise(self, z: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
-        """Tweedie estimate E[x0 | z_t] (data shape): GLS solve of a x0 = z + Sigma score."""
-        a, L = self.marginal_coeffs(self._time(t, z))
+    def denoise(self, z: Tensor, t: Tensor | float, score: Tensor,
+                kernel: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Tweedie estimate E[x0 | z_t] (data shape): GLS solve of a x0 = z + Sigma score.
+
+        ``kernel``: ``marginal_coeffs`` at t when the caller has it (a sampler forms its whole grid's at once).
+        """
+        a, L = self.marginal_coeffs(self._time(t, z)) if kernel is None else kernel
         if self.k == 1:
             s = append_dims(L[:, 0, 0], z.ndim).to(z.dtype)
             return (z + s**2 * score) / append_dims(a[:, 0], z.ndim).to(z.dtype)
