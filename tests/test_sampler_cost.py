@@ -55,6 +55,8 @@ def test_block_apply_is_the_written_out_product(p, dtype):
         assert torch.equal(p.apply(mat, z), block_product(p, mat, z))
     c = torch.rand(5, p.k, dtype=T64)
     assert torch.equal(p.scale_blocks(c, z), block_product(p, torch.diag_embed(c), z))
+    empty = z[:0]  # sub-batches can be empty (adaptive samplers): shapes kept
+    assert p.apply(torch.randn(p.k, p.k, dtype=T64), empty).shape == p.scale_blocks(c[:0], empty).shape == empty.shape
 
 
 @pytest.mark.parametrize("p", PSLDS, ids=["psld", "cld", "psld-other"])

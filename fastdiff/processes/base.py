@@ -8,6 +8,7 @@ is derived here once, so samplers never need to know which process they run on.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
@@ -103,12 +104,13 @@ class Process(ABC):
         m = mat.to(z.dtype)
         if self.k == 1:
             return append_dims(m[:, 0, 0], z.ndim) * z
-        blocks = z.reshape(z.shape[0], 1, self.k, -1)  # [B, 1, j, n]: block j of every coordinate
+        blocks = z.reshape(z.shape[0], 1, self.k, math.prod(z.shape[1:]) // self.k)  # [B, 1, j, n]: block j
         return (m.unsqueeze(-1) * blocks).sum(2).reshape(z.shape)  # [B, i, j, n] summed over j
 
     def scale_blocks(self, c: Tensor, z: Tensor) -> Tensor:
         """Block i of z times c[:, i] for c [B, k] (a diagonal ``apply`` without the zero products)."""
-        return (c.to(z.dtype).unsqueeze(-1) * z.reshape(z.shape[0], self.k, -1)).reshape(z.shape)
+        blocks = z.reshape(z.shape[0], self.k, math.prod(z.shape[1:]) // self.k)
+        return (c.to(z.dtype).unsqueeze(-1) * blocks).reshape(z.shape)
 
     def _time(self, t: Tensor | float, z: Tensor) -> Tensor:
         return as_time(t, z.shape[0], z.device)

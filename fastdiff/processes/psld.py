@@ -49,6 +49,13 @@ class PSLD(PhaseSpaceProcess):
         self._a_rows = torch.tensor([[1.0, 0.0, 0.0, 1.0], [(nu - g) / 4, mi / 2, -0.5, (g - nu) / 4]],
                                     dtype=torch.float64)
         self._q_rows = torch.tensor([[1.0, M], [-mi / 2, -0.5], [(g - nu) / 2, M * (nu - g) / 2]], dtype=torch.float64)
+        self._on_device: dict[torch.device, tuple[Tensor, ...]] = {}
+
+    def _consts(self, device: torch.device) -> tuple[Tensor, ...]:
+        """(a_rows, q_rows, F, GG) on ``device``, copied there once (not one host-to-device copy per call)."""
+        if device not in self._on_device:
+            self._on_device[device] = tuple(c.to(device) for c in (self._a_rows, self._q_rows, self._F, self._GG))
+        return self._on_device[device]
 
     # b = int beta over [s, t] (constant beta)
     def beta_integral(self, t: Tensor) -> Tensor:
@@ -57,7 +64,7 @@ class PSLD(PhaseSpaceProcess):
     def _a_entries(self, b: Tensor) -> Tensor:
         """[N, 4] = (A00, A01, A10, A11) of the forward transition over integrated beta b [N]:
         e (1 + (nu - Gamma) b / 4, M^-1 b / 2, -b / 2, 1 + (Gamma - nu) b / 4), e = exp(-(Gamma + nu) b / 4)."""
-        rows = self._a_rows.to(b.device)
+        rows = self._consts(b.device)[0]
         e = torch.exp(b * (-(self.gamma + self.nu) / 4))
         return e[:, None] * (rows[0] + b[:, None] * rows[1])
 
@@ -66,7 +73,7 @@ class PSLD(PhaseSpaceProcess):
         Sxx0 = Smm0 = 0), S = exp(-(Gamma + nu) b / 2):
         Qxx = (1 - S) + S (-M^-1 b^2 / 2 + (Gamma - nu) b / 2), Qxm = S (nu - Gamma) b^2 / 4,
         Qmm = M (1 - S) + S (-b^2 / 2 + M (nu - Gamma) b / 2)."""
-        rows = self._q_rows.to(b.device)
+        rows = self._consts(b.device)[1]
         S = torch.exp(b * (-(self.gamma + self.nu) / 2))
         b2 = b**2
         diag = (1 - S)[:, None] * rows[0] + S[:, None] * (b2[:, None] * rows[1] + b[:, None] * rows[2])
@@ -82,7 +89,8 @@ class PSLD(PhaseSpaceProcess):
     def sde_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
         n = t.shape[0]
-        return self._F.to(t.device).expand(n, 2, 2), self._GG.to(t.device).expand(n, 2, 2)
+        F, GG = self._consts(t.device)[2:]
+        return F.expand(n, 2, 2), GG.expand(n, 2, 2)
 
     def transition_coeffs(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         b = (self.beta_integral(t) - self.beta_integral(s)).clamp_min(0).reshape(-1)
@@ -116,8 +124,8 @@ class PSLD(PhaseSpaceProcess):
         return torch.stack([a_x, a_m], -1), _mat2(l11, torch.zeros_like(l11), l21, l22)
 
     def log_snr(self, t: Tensor | float) -> Tensor:
-        """The base class's log(a_x^2 / L_xx^2) without the rest of the factor (the time grids' bisections call this
-        some 60 times per grid)."""
+        """The base class's log(a_x^2 / L_xx^2) without the rest of the factor (the time grids' inversions call this
+        on every run)."""
         a_x, _, sxx, _, _ = self._kernel_entries(torch.as_tensor(t, dtype=torch.float64))
         return torch.log(a_x**2) - torch.log(sxx.clamp_min(0).sqrt() ** 2)
 

@@ -55,7 +55,7 @@ def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float
 
 
 def t_of_log_snr(process: Process, lam: Tensor, t_lo: float, t_hi: float) -> Tensor:
-    """Time with the given log-SNR (closed form for EDM-view processes, bisection otherwise)."""
+    """Time with the given log-SNR (closed form for EDM-view processes, safeguarded Newton otherwise)."""
     if process.supports("edm_view"):
         return process.t_of_sigma(torch.exp(-0.5 * lam)).clamp(t_lo, t_hi)
     return _invert_decreasing(process.log_snr, lam, t_lo, t_hi)

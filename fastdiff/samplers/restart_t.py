@@ -106,7 +106,7 @@ class RestartT(RestartBudget, TimeGridSampler):
 
     def run(self, score: CountedScore, process: Process, shape: tuple[int, ...], noise: NoiseSource,
             device: torch.device) -> tuple[Tensor, dict[str, Any]]:
-        main = self.main_grid(process)  # its bisection (PSLD) is the costly part of the plan: formed once
+        main = self.main_grid(process)  # its inversion (PSLD) is the costly part of the plan: formed once
         plan = self.restart_plan(process, main)
         ts = main.to(device)
         z = self.prior(process, shape, noise, device)
