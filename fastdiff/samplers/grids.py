@@ -27,7 +27,7 @@ def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float
     r = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(-9, 0, knots - 1, dtype=torch.float64)])
     ts = (lo + (hi - lo) * r).to(target.device)
     ts[-1] = hi
-    fs = fn(ts).detach()
+    fs = torch.cummin(fn(ts).detach(), 0).values  # knots packed near lo may be out of order by rounding noise
     i = torch.searchsorted(-fs, -target).clamp(1, knots - 1)  # fs[i-1] > target >= fs[i] inside the range
     a, b, fa, fb = ts[i - 1], ts[i], fs[i - 1], fs[i]
     x = a + (b - a) * ((fa - target) / (fa - fb)).nan_to_num(0.5).clamp(0, 1)
