@@ -58,20 +58,26 @@ class ScoreModel(nn.Module):
         return out.to(out_dtype)
 
     # ---- eps parameterization -------------------------------------------------------------------------
-    def input_scale(self, t: Tensor) -> Tensor:
-        """c_in per coordinate block, [B, k] float64: 1/sqrt(diag(a a^T sigma_data^2 + L L^T))."""
-        a, L = self.process.marginal_coeffs(t)
+    def _scale_from_kernel(self, a: Tensor, L: Tensor) -> Tensor:
+        """c_in [B, k] from the kernel (a, L) at t: 1/sqrt(diag(a a^T sigma_data^2 + L L^T))."""
         var = a**2 * self.sigma_data**2 + (L**2).sum(-1)  # diag(L L^T)_i = sum_j L_ij^2
         return var.rsqrt()
+
+    def input_scale(self, t: Tensor) -> Tensor:
+        """c_in per coordinate block, [B, k] float64: 1/sqrt(diag(a a^T sigma_data^2 + L L^T))."""
+        return self._scale_from_kernel(*self.process.marginal_coeffs(t))
+
+    def _eps_net(self, z: Tensor, t64: Tensor, a: Tensor, L: Tensor) -> Tensor:
+        """The network's eps at (z, t64) given the kernel (a, L) at t64."""
+        x_in = self.process.scale_blocks(self._scale_from_kernel(a, L), z)  # c_in is diagonal: a per-block scale
+        return self._run_net(x_in, 1000.0 * t64, z.dtype)
 
     def predict_eps(self, z: Tensor, t: Tensor | float) -> Tensor:
         """Network estimate of the training noise eps at (z, t) (eps parameterization only)."""
         if self.parameterization != "eps":
             raise ValueError(f"predict_eps needs the eps parameterization, this model uses {self.parameterization!r}")
         t64 = as_time(t, z.shape[0], z.device)
-        c_in = torch.diag_embed(self.input_scale(t64))
-        x_in = self.process.apply(c_in, z)
-        return self._run_net(x_in, 1000.0 * t64, z.dtype)
+        return self._eps_net(z, t64, *self.process.marginal_coeffs(t64))
 
     # ---- EDM parameterization -------------------------------------------------------------------------
     def edm_denoise(self, x_tilde: Tensor, sigma: Tensor | float) -> Tensor:
@@ -91,7 +97,10 @@ class ScoreModel(nn.Module):
     def forward(self, z: Tensor, t: Tensor | float) -> Tensor:
         """Score of the marginal p_t at state z; t is a float tensor [B] (or a scalar)."""
         if self.parameterization == "eps":
-            return self.process.score_from_eps(self.predict_eps(z, t), z, t)
+            # the kernel at t is formed once per call: the input scale and the eps -> score conversion share it
+            t64 = as_time(t, z.shape[0], z.device)
+            a, L = self.process.marginal_coeffs(t64)
+            return self.process.score_from_eps(self._eps_net(z, t64, a, L), z, t64, chol=L)
         t64 = as_time(t, z.shape[0], z.device)
         s, sigma = self.process.scale(t64), self.process.sigma(t64)
         s_b = append_dims(s, z.ndim).to(z.dtype)

@@ -8,6 +8,7 @@ is derived here once, so samplers never need to know which process they run on.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
@@ -91,18 +92,25 @@ class Process(ABC):
 
     # ---- block linear algebra --------------------------------------------------------------------------
     def apply(self, mat: Tensor, z: Tensor) -> Tensor:
-        """Per-coordinate matrix product mat @ z for mat [B, k, k] (or [k, k]) and state z."""
+        """Per-coordinate matrix product mat @ z for mat [B, k, k] (or [k, k]) and state z.
+
+        One broadcast product and a sum over the k columns (a handful of ops whatever k is: the score wrapper and
+        the samplers call this on every step, where per-op overhead, not arithmetic, is the cost). Entry (i, j)
+        is cast to z's dtype and multiplied by block j, the k products summed in order j = 0, 1, ..: the same
+        floating-point operations as the explicit double loop.
+        """
         if mat.ndim == 2:
             mat = mat.unsqueeze(0)
-        parts = self.split(z)
-        out = []
-        for i in range(self.k):
-            acc = None
-            for j in range(self.k):
-                term = append_dims(mat[:, i, j].to(z.dtype), z.ndim) * parts[j]
-                acc = term if acc is None else acc + term
-            out.append(acc)
-        return self.join(out)
+        m = mat.to(z.dtype)
+        if self.k == 1:
+            return append_dims(m[:, 0, 0], z.ndim) * z
+        blocks = z.reshape(z.shape[0], 1, self.k, math.prod(z.shape[1:]) // self.k)  # [B, 1, j, n]: block j
+        return (m.unsqueeze(-1) * blocks).sum(2).reshape(z.shape)  # [B, i, j, n] summed over j
+
+    def scale_blocks(self, c: Tensor, z: Tensor) -> Tensor:
+        """Block i of z times c[:, i] for c [B, k] (a diagonal ``apply`` without the zero products)."""
+        blocks = z.reshape(z.shape[0], self.k, math.prod(z.shape[1:]) // self.k)
+        return (c.to(z.dtype).unsqueeze(-1) * blocks).reshape(z.shape)
 
     def _time(self, t: Tensor | float, z: Tensor) -> Tensor:
         return as_time(t, z.shape[0], z.device)
@@ -111,10 +119,15 @@ class Process(ABC):
     def sde(self, z: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Forward drift f(z, t) (shape of z) and diffusion g(t) (broadcastable to z; diagonal G)."""
         F, GG = self.sde_coeffs(self._time(t, z))
+        return self.apply(F, z), self._diffusion_of(GG, z)
+
+    def diffusion(self, z: Tensor, t: Tensor | float) -> Tensor:
+        """The diffusion g(t) of :meth:`sde` alone, z-shaped (Euler-Maruyama's noise scale)."""
+        return self._diffusion_of(self.sde_coeffs(self._time(t, z))[1], z)
+
+    def _diffusion_of(self, GG: Tensor, z: Tensor) -> Tensor:
         g = torch.diagonal(GG, dim1=-2, dim2=-1).clamp_min(0).sqrt()  # [B, k]
-        diffusion = self.join([append_dims(g[:, i], z.ndim).to(z.dtype).expand_as(p)
-                               for i, p in enumerate(self.split(z))])
-        return self.apply(F, z), diffusion
+        return self.scale_blocks(g, torch.ones_like(z))  # block i filled with g_i (1 * g_i: exact)
 
     def gg_times(self, z: Tensor, t: Tensor | float, v: Tensor) -> Tensor:
         """G G^T v (e.g. v = score)."""
@@ -122,9 +135,9 @@ class Process(ABC):
 
     def reverse_drift(self, z: Tensor, t: Tensor | float, score: Tensor, prob_flow: bool = False) -> Tensor:
         """dz/dt of the reverse-time SDE (f - G G^T score) or of the PF-ODE (f - G G^T score / 2), in forward t."""
-        f, _ = self.sde(z, t)
-        gg_s = self.gg_times(z, t, score)
-        return f - (0.5 * gg_s if prob_flow else gg_s)
+        F, GG = self.sde_coeffs(self._time(t, z))  # once: samplers call this on every step
+        gg_s = self.apply(GG, score)
+        return self.apply(F, z) - (0.5 * gg_s if prob_flow else gg_s)
 
     def marginal(self, x0: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Mean of z_t given x0 (state shape) and the lower Cholesky factor [B, k, k] of its covariance."""
@@ -146,9 +159,10 @@ class Process(ABC):
         """Draw z_T from the prior, given standard normal ``eps`` of the state shape."""
         return self.apply(self.prior_chol().to(eps.device), eps)
 
-    def score_from_eps(self, eps_hat: Tensor, z: Tensor, t: Tensor | float) -> Tensor:
-        """score = -L^{-T} eps_hat with the training kernel's Cholesky factor L at t."""
-        _, L = self.marginal_coeffs(self._time(t, z))
+    def score_from_eps(self, eps_hat: Tensor, z: Tensor, t: Tensor | float, chol: Tensor | None = None) -> Tensor:
+        """score = -L^{-T} eps_hat with the training kernel's Cholesky factor L at t (``chol``: L, when the caller
+        has it already from ``marginal_coeffs(t)``)."""
+        L = self.marginal_coeffs(self._time(t, z))[1] if chol is None else chol
         return -self.apply(torch.linalg.inv(L).transpose(-1, -2), eps_hat)
 
     def eps_from_score(self, score: Tensor, z: Tensor, t: Tensor | float) -> Tensor:
@@ -156,9 +170,13 @@ class Process(ABC):
         _, L = self.marginal_coeffs(self._time(t, z))
         return -self.apply(L.transpose(-1, -2), score)
 
-    def denoise(self, z: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
-        """Tweedie estimate E[x0 | z_t] (data shape): GLS solve of a x0 = z + Sigma score."""
-        a, L = self.marginal_coeffs(self._time(t, z))
+    def denoise(self, z: Tensor, t: Tensor | float, score: Tensor,
+                kernel: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Tweedie estimate E[x0 | z_t] (data shape): GLS solve of a x0 = z + Sigma score.
+
+        ``kernel``: ``marginal_coeffs`` at t when the caller has it (a sampler forms its whole grid's at once).
+        """
+        a, L = self.marginal_coeffs(self._time(t, z)) if kernel is None else kernel
         if self.k == 1:
             s = append_dims(L[:, 0, 0], z.ndim).to(z.dtype)
             return (z + s**2 * score) / append_dims(a[:, 0], z.ndim).to(z.dtype)

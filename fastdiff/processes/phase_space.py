@@ -96,15 +96,31 @@ class PhaseSpaceProcess(Process):
         K = [[-Gamma, -M^-1], [1, -nu]] (the reverse drift minus its score part G G^T (s + Sigma_inf^-1 z)).
         E = exp((b/2) K) = D A D and C = Sigma_inf - E Sigma_inf E^T = D Q D with (A, Q) the forward
         transition over the same interval and D = diag(1, -1) (K = D K_fwd D, D Sigma_inf D = Sigma_inf).
+        t_hi, t_lo: numbers or [N] tensors (N intervals, [N, 2, 2] each).
         """
-        A, Q = self.transition_coeffs(torch.as_tensor([float(t_lo)], dtype=torch.float64),
-                                      torch.as_tensor([float(t_hi)], dtype=torch.float64))
-        return A * _FLIP, Q * _FLIP
+        t_hi, t_lo = (torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in (t_hi, t_lo))
+        A, Q = self.transition_coeffs(t_lo, t_hi)
+        flip = _FLIP.to(A.device)
+        return A * flip, Q * flip
+
+    def linear_kernels(self, t_hi: Tensor | float, t_lo: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(E, chol C) of :meth:`linear_step`, for [N] intervals at once (a sampler forms a whole grid's once)."""
+        E, C = self.linear_coeffs(t_hi, t_lo)
+        return E, block_cholesky(C)
+
+    def apply_linear(self, z: Tensor, kernels: tuple[Tensor, Tensor], i: int, xi: Tensor) -> Tensor:
+        """The exact linear step with interval ``i`` of :meth:`linear_kernels`: E z + chol(C) xi."""
+        E, R = kernels
+        return self.apply(E[i:i + 1].to(z.device), z) + self.apply(R[i:i + 1].to(z.device), xi)
 
     def linear_step(self, z: Tensor, t_hi: Tensor | float, t_lo: Tensor | float, xi: Tensor) -> Tensor:
         """Exact solution of the linear (OU) part of the reverse SDE over [t_lo, t_hi]."""
-        E, C = self.linear_coeffs(t_hi, t_lo)
-        return self.apply(E.to(z.device), z) + self.apply(block_cholesky(C).to(z.device), xi)
+        return self.apply_linear(z, self.linear_kernels(t_hi, t_lo), 0, xi)
+
+    def deltas(self, ts: Tensor) -> list[float]:
+        """Integrated beta over each step of a decreasing grid ts: [delta(ts[i], ts[i+1]) for every i]."""
+        b = self.beta_integral(torch.as_tensor(ts, dtype=torch.float64).reshape(-1).cpu())
+        return (b[:-1] - b[1:]).tolist()
 
     def score_part(self, z: Tensor, delta: float, score: Tensor) -> Tensor:
         """Euler step of G G^T (score + Sigma_inf^-1 z): x += delta Gamma (s_x + x), m += delta M nu (s_m + M^-1 m)."""

@@ -72,13 +72,14 @@ class _ExpBase(TimeGridSampler):
         co = step_coefficients(process, ts, o.order, self.form(), self.tau_kind())
         frames = co.R if self.form() == "ode_eps" else None  # eps_R = -R^T score: the frame at the grid points
         data = self.form() != "ode_eps" and o.prediction == "data"
+        a, L = process.marginal_coeffs(ts[:-1]) if data else (None, None)  # the denoiser's kernels, once per grid
         hist: list[Tensor] = []
         for i in range(len(ts) - 1):
             s = score(z, ts[i])
             if frames is not None:
                 v = process.apply(-frames[i].transpose(-1, -2), s)
             elif data:
-                v = process.denoise(z, ts[i], s)
+                v = process.denoise(z, ts[i], s, kernel=(a[i:i + 1].to(z.device), L[i:i + 1].to(z.device)))
                 if o.clip_denoised is not None:  # thresholding: the data range bounds every step (no seed flies off)
                     v = v.clamp(-o.clip_denoised, o.clip_denoised)
             else:  # exp_sde, eps form: the score itself (order 1 only)

@@ -234,9 +234,9 @@ class GottaGoFast(AdaptiveSampler):
         else:
             dw, known = paths.increment(rows, t, s, xi)
         hx = append_dims(h, x.ndim).to(x.dtype)
-        _, g1 = process.sde(x, t)
+        g1 = process.diffusion(x, t)
         x1 = x - hx * process.reverse_drift(x, t, score(x, t, rows)) + g1 * dw
-        g2 = g1 if o.drift_only_heun else process.sde(x1, s)[1]
+        g2 = g1 if o.drift_only_heun else process.diffusion(x1, s)
         x2 = 0.5 * (x1 + x - hx * process.reverse_drift(x1, s, score(x1, s, rows)) + g2 * dw)
         ref = torch.maximum(x1.abs(), x_prev.abs()) if o.use_prev else x1.abs()
         delta = (o.eps_rel * ref).clamp_min(o.eps_abs)

@@ -13,20 +13,49 @@ GRIDS = ("uniform", "quadratic", "karras", "logsnr")
 SIGMA_GRIDS = ("karras", "logsnr", "uniform")  # the grids of EDM-view samplers (uniform = even in process time t)
 
 
-def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, iters: int = 200) -> Tensor:
-    """Solve fn(t) = target for t in [lo, hi] by bisection, fn decreasing in t (float64)."""
-    a = torch.full_like(target, lo)
-    b = torch.full_like(target, hi)
+def _invert_decreasing(fn: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, iters: int = 12,
+                       knots: int = 256) -> Tensor:
+    """Solve fn(t) = target for t in [lo, hi], fn smooth and decreasing in t, made of torch ops (float64).
+
+    One vectorised evaluation on ``knots`` points (geometric from lo, where log-SNR is steep) brackets every target;
+    linear interpolation in its bracket starts Newton's method (fn' by autograd), whose steps are kept inside the
+    bracket (bisection when one leaves it) until a step is below fn's own rounding noise, or for ``iters`` steps
+    (from a bracket ~8% wide, 3-4 steps reach that noise; the rest only wander inside it, as far from the true root
+    as bisection's last-ulp answer is): ~5 evaluations where bisection needs ~60, and PSLD inverts its time grids
+    on every run. Targets outside [fn(hi), fn(lo)] give the nearer end.
+    """
+    r = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(-9, 0, knots - 1, dtype=torch.float64)])
+    ts = (lo + (hi - lo) * r).to(target.device)
+    ts[-1] = hi
+    fs = torch.cummin(fn(ts).detach(), 0).values  # knots packed near lo may be out of order by rounding noise
+    i = torch.searchsorted(-fs, -target).clamp(1, knots - 1)  # fs[i-1] > target >= fs[i] inside the range
+    a, b, fa, fb = ts[i - 1], ts[i], fs[i - 1], fs[i]
+    x = a + (b - a) * ((fa - target) / (fa - fb)).nan_to_num(0.5).clamp(0, 1)
+    x = torch.where(target >= fs[0], ts[0], torch.where(target <= fs[-1], ts[-1], x))
+    todo = (target < fs[0]) & (target > fs[-1])
     for _ in range(iters):
-        mid = 0.5 * (a + b)
-        above = fn(mid) > target  # fn(mid) too big -> t must be larger
-        a = torch.where(above, mid, a)
-        b = torch.where(above, b, mid)
-    return 0.5 * (a + b)
+        if not bool(todo.any()):
+            break
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            f = fn(xg)
+            (df,) = torch.autograd.grad(f.sum(), xg)
+        f = f.detach()
+        above = f > target  # fn(x) too big -> t must be larger
+        a, b = torch.where(todo & above, x, a), torch.where(todo & ~above, x, b)
+        step = x - (f - target) / df
+        x_next = torch.where((step >= a) & (step <= b), step, 0.5 * (a + b))
+        # done: an exact hit, a step below fn's own rounding noise (~ulp(1 + |f|), i.e. that over |fn'| in t, or a
+        # few ulps of t itself), or a bracket of two adjacent floats
+        noise = 8e-16 * (x.abs() + (1 + f.abs()) / df.abs())
+        done = (f == target) | ((x_next - x).abs() <= noise) | (torch.nextafter(a, b) >= b)
+        x = torch.where(todo & (f != target), x_next, x)
+        todo = todo & ~done
+    return x
 
 
 def t_of_log_snr(process: Process, lam: Tensor, t_lo: float, t_hi: float) -> Tensor:
-    """Time with the given log-SNR (closed form for EDM-view processes, bisection otherwise)."""
+    """Time with the given log-SNR (closed form for EDM-view processes, safeguarded Newton otherwise)."""
     if process.supports("edm_view"):
         return process.t_of_sigma(torch.exp(-0.5 * lam)).clamp(t_lo, t_hi)
     return _invert_decreasing(process.log_snr, lam, t_lo, t_hi)

@@ -40,7 +40,11 @@ class NoiseSource:
         rows = self._rows(idx)
         if not rows:
             return torch.empty((0, *shape), device=self.device, dtype=dtype)
-        out = torch.stack([torch.randn(tuple(shape), generator=self.generators[i], device=self.device) for i in rows])
+        # each row filled in place from its own generator: the same draws as torch.randn(shape, generator=g)
+        # (randn is normal_ on a fresh tensor) without a tensor per sample and the stack (the cost at batch 1024)
+        out = torch.empty((len(rows), *shape), device=self.device)
+        for row, i in zip(out, rows):
+            row.normal_(generator=self.generators[i])
         return out.to(dtype)
 
     def rand(self, shape: Sequence[int], idx: Sequence[int] | Tensor | None = None,

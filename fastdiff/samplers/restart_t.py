@@ -77,16 +77,17 @@ class RestartT(RestartBudget, TimeGridSampler):
     def grid(self, process: Process, device: torch.device) -> Tensor:
         return self.main_grid(process, device)
 
-    def restart_plan(self, process: Process) -> dict[int, PlannedRestart]:
-        """The intervals resolved on the main grid: {main-grid index: planned restart} (float64, CPU)."""
+    def restart_plan(self, process: Process, main: Tensor | None = None) -> dict[int, PlannedRestart]:
+        """The intervals resolved on the main grid (``main_grid``, passed when the caller has it): {main-grid
+        index: planned restart} (float64, CPU)."""
         o = self.options
-        main = self.main_grid(process)
+        main = self.main_grid(process) if main is None else main.cpu()
         t_lo, T = float(main[-1]), float(process.T)
         intervals = self.intervals
-        if o.intervals is None:  # the sigma-unit default interval -> times with the same sigma_eff
-            intervals = [Interval(iv.n_restart, iv.k, *(float(t_of_sigma_eff(
-                process, torch.tensor([v], dtype=torch.float64), t_lo, T)) for v in (iv.t_min, iv.t_max)))
-                for iv in intervals]
+        if o.intervals is None:  # the sigma-unit default interval -> times with the same sigma_eff (one inversion)
+            ends = t_of_sigma_eff(process, torch.tensor([v for iv in intervals for v in (iv.t_min, iv.t_max)],
+                                                        dtype=torch.float64), t_lo, T).tolist()
+            intervals = [Interval(iv.n_restart, iv.k, ends[2 * i], ends[2 * i + 1]) for i, iv in enumerate(intervals)]
         for iv in intervals:
             if iv.t_max > T:
                 raise SamplerError(f"sampler {self.name!r}: restart t_max {iv.t_max} exceeds the process horizon "
@@ -105,8 +106,9 @@ class RestartT(RestartBudget, TimeGridSampler):
 
     def run(self, score: CountedScore, process: Process, shape: tuple[int, ...], noise: NoiseSource,
             device: torch.device) -> tuple[Tensor, dict[str, Any]]:
-        plan = self.restart_plan(process)
-        ts = self.main_grid(process, device)
+        main = self.main_grid(process)  # its inversion (PSLD) is the costly part of the plan: formed once
+        plan = self.restart_plan(process, main)
+        ts = main.to(device)
         z = self.prior(process, shape, noise, device)
         for i in range(len(ts) - 1):
             z = heun_t_step(score, process, z, ts[i], ts[i + 1])

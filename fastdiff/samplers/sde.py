@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..processes.base import Process, append_dims
+from ..processes.base import Process, append_dims, block_cholesky
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
 from .noise import NoiseSource
@@ -26,8 +26,7 @@ class EulerMaruyama(TimeGridSampler):
         for i in range(len(ts) - 1):
             t, h = ts[i], ts[i] - ts[i + 1]
             drift = process.reverse_drift(z, t, score(z, t))
-            _, g = process.sde(z, t)
-            z = z - h * drift + g * torch.sqrt(h) * noise.randn_like(z)
+            z = z - h * drift + process.diffusion(z, t) * torch.sqrt(h) * noise.randn_like(z)
         return z
 
 
@@ -45,7 +44,7 @@ def reverse_diffusion_step(process: Process, z: Tensor, score: Tensor, t: Tensor
     """
     A, Q = process.transition_coeffs(t_next.reshape(1), t.reshape(1))
     eye = torch.eye(process.k, dtype=A.dtype, device=A.device).expand_as(A)
-    kick = process.transition(torch.zeros_like(z), t_next, t, xi)  # chol(Q) xi
+    kick = process.apply(block_cholesky(Q), xi)  # chol(Q) xi
     return process.apply(2 * eye - A, z) + process.apply(Q, score) + kick
 
 
@@ -102,8 +101,7 @@ class PredictorCorrector(TimeGridSampler):
         if self.options.predictor == "reverse_diffusion":
             return reverse_diffusion_step(process, z, s, t, t_next, xi)
         h = t - t_next
-        _, g = process.sde(z, t)
-        return z - h * process.reverse_drift(z, t, s) + g * torch.sqrt(h) * xi
+        return z - h * process.reverse_drift(z, t, s) + process.diffusion(z, t) * torch.sqrt(h) * xi
 
     def correct(self, score: CountedScore, process: Process, z: Tensor, t: Tensor, noise: NoiseSource,
                 snr: float) -> Tensor:

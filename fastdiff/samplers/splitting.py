@@ -92,13 +92,18 @@ class SSCS(PhaseSpaceSampler):
     start is also the better of the two on every oracle in benchmarks/results/splitting.md).
     """
 
-    def step(self, process: PhaseSpaceProcess, score: CountedScore, z: Tensor, t: Tensor, t_next: Tensor,
-             noise: NoiseSource) -> Tensor:
-        t_mid = 0.5 * (t + t_next)
-        z = process.linear_step(z, t, t_mid, noise.randn_like(z))
-        s = score(z, step_time(self.options.time_label, t, t_next))
-        z = process.score_part(z, process.delta(t, t_next), s)
-        return process.linear_step(z, t_mid, t_next, noise.randn_like(z))
+    def integrate(self, score: CountedScore, process: PhaseSpaceProcess, z: Tensor, ts: Tensor,
+                  noise: NoiseSource) -> Tensor:
+        """Every step L(h/2) S(h) L(h/2); the two OU half-steps' kernels of the whole grid are formed at once."""
+        t_mid = 0.5 * (ts[:-1] + ts[1:])
+        first, second = process.linear_kernels(ts[:-1], t_mid), process.linear_kernels(t_mid, ts[1:])
+        deltas = process.deltas(ts)
+        for i in range(len(ts) - 1):
+            z = process.apply_linear(z, first, i, noise.randn_like(z))
+            s = score(z, step_time(self.options.time_label, ts[i], ts[i + 1]))
+            z = process.score_part(z, deltas[i], s)
+            z = process.apply_linear(z, second, i, noise.randn_like(z))
+        return z
 
 
 class OBASplitting(PhaseSpaceSampler):
