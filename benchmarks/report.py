@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.meta import REPO, RESULTS
 
-ORDER = ("quality", "speed", "restart", "ggf", "splitting", "throughput", "nfe_accounting")
+ORDER = ("frontier", "quality", "speed", "restart", "ggf", "splitting", "throughput", "nfe_accounting")
 
 INTRO = """# Benchmarks
 

@@ -128,12 +128,12 @@ def test_batch_noise_shapes_and_reproducibility() -> None:
 def test_report_orders_sections_and_fixes_links(tmp_path) -> None:
     res = tmp_path / "benchmarks" / "results"
     res.mkdir(parents=True)
-    for name in ("zeta", "ggf", "speed", "restart", "quality"):
+    for name in ("zeta", "ggf", "speed", "restart", "quality", "frontier"):
         (res / f"{name}.md").write_text(f"## {name}\n\n![plot]({name}.png) [csv]({name}.csv) [web](https://x.y/z)\n")
     (res / "splitting.md").write_text("# splitting\n\n## sub\n")
     text = assemble(res, tmp_path)
     heads = [ln.split()[1] for ln in text.splitlines() if ln.startswith("## ") and len(ln.split()) == 2]
-    assert heads == ["quality", "speed", "restart", "ggf", "splitting", "zeta"]
+    assert heads == ["frontier", "quality", "speed", "restart", "ggf", "splitting", "zeta"]
     assert "![plot](benchmarks/results/quality.png)" in text and "(https://x.y/z)" in text
     assert "### sub" in text  # a section opening with '# ' is demoted one level
 
