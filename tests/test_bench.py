@@ -162,3 +162,11 @@ def test_torchsde_adapter_samples_the_target() -> None:
         assert res.nfe > 2 and res.nfe_declared is None
         assert torch.allclose(res.x.mean(0), torch.tensor([0.5, -1.0]), atol=0.06)
         assert torch.allclose(res.x.std(0), torch.tensor([0.3, 0.2]), rtol=0.15)
+
+
+def test_probe_parses_specs_and_rejects_wrong_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.probe import main, parse_spec
+
+    assert parse_spec("ours:exp_ode,t_eps=1e-4,order=2") == ("fastdiff", "exp_ode", {"t_eps": 1e-4, "order": 2})
+    assert parse_spec("peer:d:deis_3_karras") == ("peer", "d:deis_3_karras", {})
+    assert main(["vp/rings2d"]) == 2 and "probe.py" in capsys.readouterr().err
