@@ -17,7 +17,7 @@ the versions and machine it ran on). Speed claims are ratios measured side by si
 Reproduce (from the repository root; `benchmarks` is a package of the repository, not of the fastdiff wheel):
 
 ```bash
-bash benchmarks/setup_peers.sh              # .venv-bench: fastdiff + k-diffusion + diffusers + torchsde (peers only)
+bash benchmarks/setup_peers.sh              # .venv-bench: fastdiff + k-diffusion + diffusers + torchsde + torchdiffeq (peers only)
 .venv-bench/bin/python -m benchmarks checkpoints          # trains the small toy2d/digits networks when not cached
 .venv-bench/bin/python -m benchmarks quality --trained    # every mixture problem + the cached networks
 #   or split into short commands (one per problem), then assemble:
@@ -28,7 +28,7 @@ python -m benchmarks restart|ggf|splitting|throughput|nfe [args]    # the per-pa
 python -m benchmarks report                 # rebuilds this file from benchmarks/results/*.md
 ```
 
-The peers (k-diffusion, diffusers, torchsde) are never dependencies of fastdiff; without them the runs say so and
+The peers (k-diffusion, diffusers, torchsde, torchdiffeq) are never dependencies of fastdiff; without them the runs say so and
 carry on. Trained networks are cached under the git-ignored `benchmarks/.cache/ckpts/`.
 """
 
