@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from benchmarks.optional import optional_module
 from benchmarks.peers_diffusers import DEFAULT_ENDING, KARRAS, diffusers_schedulers, run_diffusers
 from benchmarks.peers_psld import DETERMINISTIC_PSLD, is_psld_peer, psld_peer_specs, run_psld_peer, torchdiffeq_module
 from benchmarks.specs import RunSpec
@@ -101,12 +102,7 @@ def k_sampling() -> Any | None:
 
 
 def torchsde_module() -> Any | None:
-    if "sde" not in _CACHE:
-        try:
-            _CACHE["sde"] = importlib.import_module("torchsde")
-        except ImportError:
-            _CACHE["sde"] = None
-    return _CACHE["sde"]
+    return optional_module("torchsde")
 
 
 def missing_peers() -> list[str]:

@@ -18,12 +18,12 @@ benchmark against the counted evaluations; the step count is the largest whose N
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from benchmarks.optional import optional_module
 from benchmarks.specs import RunSpec
 from fastdiff.processes.base import Process
 from fastdiff.samplers.base import CountedScore
@@ -50,16 +50,10 @@ ADAMS_WARMUP = 2  # torchdiffeq's explicit_adams takes RK4 steps until it has 3 
 # max_order 4 (Adams-Bashforth 3 after the warm-up), the choice of a user who sees that, converges
 ADAMS_OPTIONS = {"max_order": 4}
 DETERMINISTIC_PSLD = frozenset(TDE_FIXED)
-_CACHE: dict[str, Any] = {}
 
 
 def torchdiffeq_module() -> Any | None:
-    if "tde" not in _CACHE:
-        try:
-            _CACHE["tde"] = importlib.import_module("torchdiffeq")
-        except ImportError:
-            _CACHE["tde"] = None
-    return _CACHE["tde"]
+    return optional_module("torchdiffeq")
 
 
 def sde_nfe(name: str, steps: int) -> int:

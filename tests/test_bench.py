@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import peers, peers_psld
+from benchmarks import optional, peers
 from benchmarks.biased import BiasedScore, perturbed
 from benchmarks.noise import BatchNoise
 from benchmarks.quality import QualityConfig, SlicedW1, run_quality
@@ -29,7 +29,7 @@ def no_peers(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("k_diffusion", "k_diffusion.sampling", "k_diffusion.utils", "torchsde", "diffusers", "torchdiffeq"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr(peers, "_CACHE", {})
-    monkeypatch.setattr(peers_psld, "_CACHE", {})
+    monkeypatch.setattr(optional, "_CACHE", {})
 
 
 def test_tiny_quality_run_rows_and_nfe_accounting() -> None:
