@@ -85,21 +85,26 @@ def path_errors(x: Tensor, x_ref: Tensor) -> Tensor:
     return d.pow(2).mean(dim=1)
 
 
+def path_rms(e: Tensor) -> float:
+    """The pathwise RMS error from per-sample errors ``e`` (:func:`path_errors`)."""
+    return e.mean().sqrt().item()
+
+
 def pathwise_error(x: Tensor, x_ref: Tensor) -> float:
     """RMS per coordinate of the difference to the reference solve from the same prior draws."""
-    return path_errors(x, x_ref).mean().sqrt().item()
+    return path_rms(path_errors(x, x_ref))
 
 
 def path_se(e: Tensor) -> float:
     """SE of the RMS sqrt(mean e) over i.i.d. per-sample errors e (delta method: SE(mean) / (2 RMS))."""
-    rms = e.mean().sqrt().item()
+    rms = path_rms(e)
     return 0.0 if rms == 0 else e.std().item() / math.sqrt(e.shape[0]) / (2 * rms)
 
 
 def compare_paths(ea: Tensor, eb: Tensor) -> tuple[float, float]:
     """D = RMS_a - RMS_b and its SE, paired over samples (the same prior draw in row i of both runs), by the delta
     method: D ~ mean_i (e_a,i / (2 RMS_a) - e_b,i / (2 RMS_b)) up to a constant, so SE = sd of that / sqrt(n)."""
-    ra, rb = ea.mean().sqrt().item(), eb.mean().sqrt().item()
+    ra, rb = path_rms(ea), path_rms(eb)
     lin = ea / (2 * max(ra, 1e-300)) - eb / (2 * max(rb, 1e-300))
     return ra - rb, lin.std().item() / math.sqrt(lin.shape[0])
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from benchmarks import meta
 from benchmarks.noise import BatchNoise
-from benchmarks.instrument import Instrument, Metrics, path_errors, path_se, pathwise_error
+from benchmarks.instrument import Instrument, Metrics, path_errors, path_rms, path_se, pathwise_error
 from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem, oracle_problem, trained_problem
 from benchmarks.specs import BUDGETS, RunSpec, build_sampler, our_specs
 from fastdiff.metrics.toy import random_directions
@@ -224,7 +224,7 @@ def run_one(spec: RunSpec, problem: Problem, cfg: QualityConfig, instrument: Ins
             row.gap, row.gap_se = problem.metric(x)
         if x_ref is not None and row.deterministic:
             row.path_sq = path_errors(x, x_ref)
-            row.path, row.path_se = row.path_sq.mean().sqrt().item(), path_se(row.path_sq)
+            row.path, row.path_se = path_rms(row.path_sq), path_se(row.path_sq)
     except SamplingNaNError:
         row.status, row.nfe = "nan", counter.nfe
     except peers.NFECapExceeded as err:

@@ -82,10 +82,7 @@ def path_duel(rows: list["Row"], o: "Row", q: "Row", budget: int, budgets: tuple
 def path_verdict(d: float, se: float, ref_error: float | None) -> str:
     """Like :func:`verdict`, with the reference solve's own error added to the margin twice (it can move each RMS
     by at most that much, by the triangle inequality)."""
-    margin = 2 * se + 2 * (ref_error if ref_error is not None and math.isfinite(ref_error) else 0.0)
-    if d < -margin:
-        return "won"
-    return "lost" if d > margin else "tie"
+    return verdict(d, se + (ref_error if ref_error is not None and math.isfinite(ref_error) else 0.0))
 
 
 def cell(r: "Row | None") -> str:

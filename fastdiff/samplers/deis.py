@@ -8,7 +8,7 @@ interpolation variable is u = log sigma (the log of DEIS's rho = sigma / alpha) 
 
 L_j the Lagrange basis through the last ``order`` nodes u_{i-j}. With sigma = e^u the weights are integrals of
 e^u times a polynomial, which have the closed form int e^u P(u) du = e^u (P - P' + P'' - ...) + C; it stays finite at
-sigma = 0 (u -> -inf), so the final step to sigma = 0 is an ordinary step of the same order (no Tweedie jump).
+sigma = 0 (u -> -inf), so without ``lower_order_final`` the step to sigma = 0 is an ordinary step of the same order.
 """
 from __future__ import annotations
 
