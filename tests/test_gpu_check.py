@@ -12,7 +12,8 @@ import torch
 from benchmarks.gpu_check.__main__ import main
 from benchmarks.gpu_check.ddp_resume import compare_checkpoints
 from benchmarks.gpu_check.report import summary_rows
-from benchmarks.gpu_check.sampling import FLOAT_TOL, BatchedNoise, SampleRun, png_bytes, to_uint8
+from benchmarks.gpu_check.sampling import FLOAT_TOL, SampleRun, png_bytes, to_uint8
+from benchmarks.noise import BatchNoise
 from benchmarks.gpu_check.settings import RESULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,12 +100,12 @@ def test_checkpoint_comparison_finds_a_one_ulp_difference(tmp_path):
 
 
 def test_batched_noise_matches_the_per_seed_interface():
-    noise = BatchedNoise(range(6), base_seed=1)
+    noise = BatchNoise(range(6), base_seed=1)
     assert noise.randn((2, 3)).shape == (6, 2, 3)
     assert noise.rand((5,), idx=torch.tensor([0, 4])).shape == (2, 5)
     assert noise.randn((4,), dtype=torch.float64).dtype == torch.float64
     # a fresh source with the same base seed repeats its draws (one generator, deterministic)
-    first, again = BatchedNoise(range(6), base_seed=1), BatchedNoise(range(6), base_seed=1)
+    first, again = BatchNoise(range(6), base_seed=1), BatchNoise(range(6), base_seed=1)
     assert torch.equal(first.randn((2, 3)), again.randn((2, 3)))
 
 

@@ -1,8 +1,8 @@
 """Sampling: samples/s at the large batch, the cost of per-seed noise, and batch-size invariance on the device.
 
 Per-seed noise cost: the same sampler, seeds and weights run once with fastdiff's per-seed ``NoiseSource`` (one
-generator per sample: one small draw per sample and call) and once with :class:`BatchedNoise` (one generator,
-one draw per call); cost = (t_per_seed - t_batched) / t_per_seed. The runs alternate (per-seed, batched,
+generator per sample: one small draw per sample and call) and once with :class:`benchmarks.noise.BatchNoise` (one
+generator, one draw per call); cost = (t_per_seed - t_batched) / t_per_seed. The runs alternate (per-seed, batched,
 per-seed, batched, ...: ``sample_repeats`` pairs) and each side keeps its fastest, so a one-off stall does not
 land on one side.
 
@@ -15,37 +15,18 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from benchmarks.gpu_check.settings import SamplerCase, Sizes
+from benchmarks.noise import BatchNoise
 from fastdiff.samplers.noise import NoiseSource
 
 # 1% of a uint8 quantisation step of images in [-1, 1]: a difference this small moves a pixel to another uint8
 # value only if the pixel lies within 1% of a step from a rounding boundary
 FLOAT_TOL = 0.01 * 2.0 / 255.0
-
-
-class BatchedNoise(NoiseSource):
-    """NoiseSource's interface and distribution from one generator (one draw per call, not one per sample)."""
-
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu", base_seed: int = 0) -> None:
-        self.seeds = [int(s) for s in seeds]
-        self.device = torch.device(device)
-        self.generators = []
-        self.generator = torch.Generator(self.device).manual_seed(base_seed)
-
-    def randn(self, shape: Sequence[int], idx: Sequence[int] | Tensor | None = None,
-              dtype: torch.dtype = torch.float32) -> Tensor:
-        n = len(self._rows(idx))
-        return torch.randn((n, *shape), generator=self.generator, device=self.device).to(dtype)
-
-    def rand(self, shape: Sequence[int], idx: Sequence[int] | Tensor | None = None,
-             dtype: torch.dtype = torch.float32) -> Tensor:
-        n = len(self._rows(idx))
-        return torch.rand((n, *shape), generator=self.generator, device=self.device).to(dtype)
 
 
 @dataclass
@@ -107,7 +88,7 @@ def sample_case(model: Any, data_shape: tuple[int, ...], case: SamplerCase, sz: 
         return sampler.sample(model, process, shape, noise=NoiseSource(seeds, device=device), device=device)
 
     def batched() -> Any:
-        return sampler.sample(model, process, shape, noise=BatchedNoise(seeds, device=device), device=device)
+        return sampler.sample(model, process, shape, noise=BatchNoise(seeds, device=device), device=device)
 
     full, t_seed = _timed(per_seed, device)
     _, t_batch = _timed(batched, device)
