@@ -253,11 +253,14 @@ def reference_solve(problem: Problem, cfg: QualityConfig) -> tuple[Tensor | None
     name, ref_nfe = reference_plan(problem.process, cfg.ref_nfe)
     if name is None or ref_nfe <= 0:
         return None, float("nan")
+    # the process's default end time, pinned: exp_ode's budget-aware default would end a 600-NFE solve later, and
+    # the reference is the endpoint every default-ending sampler converges to
+    options = {"t_eps": float(problem.process.t_eps_sample)} if name == PHASE_REFERENCE[0] else {}
     out = []
     for nfe in (ref_nfe, ref_nfe // 2):
         row = Row(problem.key, "fastdiff", name, name, nfe, None)
-        out.append(draw(RunSpec("fastdiff", name, budget=nfe), problem, cfg, CallCounter(problem.score_fn, cfg.n),
-                        row))
+        out.append(draw(RunSpec("fastdiff", name, budget=nfe, options=options), problem, cfg,
+                        CallCounter(problem.score_fn, cfg.n), row))
     return out[0], pathwise_error(out[1], out[0])
 
 

@@ -11,6 +11,7 @@ from benchmarks import meta
 from benchmarks.instrument import Instrument
 from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem
 from benchmarks.quality import QUICK_BUDGETS, QualityConfig, QualityResult, Row, run_quality, write_csv
+from benchmarks.specs import KARRAS
 from fastdiff.samplers import list_samplers
 
 
@@ -27,7 +28,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--digits-max-nfe", type=int, default=20, help="largest NFE budget for digits networks")
     ap.add_argument("--n-digits", type=int, default=500, help="samples per run on digits networks")
     ap.add_argument("--no-peers", action="store_true", help="skip k-diffusion, diffusers and torchsde")
-    ap.add_argument("--samplers", default=None, help="comma-separated subset of our samplers (default: all)")
+    ap.add_argument("--samplers", default=None,
+                    help="comma-separated subset of our samplers (default: all); NAME@karras: that Karras variant alone")
     ap.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: 5,6,8,...,100)")
     ap.add_argument("--processes", default=None, help=f"comma-separated subset of {','.join(PROCESSES)}")
     ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(TARGETS)}")
@@ -82,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
                        "comma-separated positive integers") from None
         if not cfg.budgets or cfg.budgets[0] < 1:
             raise _bad(f"quality --budgets {args.budgets!r}", "comma-separated positive integers")
-    unknown = [name for name in cfg.samplers or [] if name not in list_samplers()]
+    unknown = [name for name in cfg.samplers or [] if name.removesuffix(KARRAS) not in list_samplers()]
     if unknown:
         raise _bad(f"quality --samplers {','.join(unknown)} unknown", f"registered: {', '.join(list_samplers())}")
     if cfg.n < 2 or cfg.n_ref < 2:

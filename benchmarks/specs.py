@@ -11,6 +11,7 @@ from fastdiff.samplers import Sampler, SamplerError, get_sampler, list_samplers
 BUDGETS: tuple[int, ...] = (5, 6, 8, 10, 15, 20, 35, 50, 100)
 # ggf's tolerance sweep: eps_rel, with eps_abs kept at the default ratio eps_abs / eps_rel = 0.0078 / 0.05
 GGF_EPS_REL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
+KARRAS = "@karras"  # label suffix of the Karras-grid variant of one of our samplers
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class RunSpec:
     budget: int | None = None  # NFE budget of fixed-step samplers (the run's NFE is <= budget)
     tol: float | None = None  # tolerance of adaptive samplers (the run's NFE is measured)
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    variant: str = ""  # a named non-default option set of ours (e.g. 'karras': grid='karras'); part of the label
 
     @property
     def adaptive(self) -> bool:
@@ -29,8 +31,9 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """Row label in the tables (adaptive runs: one row per tolerance)."""
-        return self.method if self.tol is None else f"{self.method} tol={self.tol:g}"
+        """Row label in the tables (adaptive runs: one row per tolerance; variants: ``method@variant``)."""
+        name = f"{self.method}@{self.variant}" if self.variant else self.method
+        return name if self.tol is None else f"{name} tol={self.tol:g}"
 
 
 def ggf_options(eps_rel: float, max_nfe: int) -> dict[str, Any]:
@@ -49,16 +52,29 @@ def build_sampler(spec: RunSpec) -> Sampler:
     return get_sampler(spec.method, nfe=spec.budget, **options)
 
 
+def karras_variant(cls: type[Sampler], process: Process) -> bool:
+    """Whether the benchmark also runs ``cls`` on the Karras grid: an EDM-view sampler with a grid option whose
+    default is another grid. The peers' EDM-view solvers run on Karras grids and (diffusers) on their own default
+    schedule, so ours run on their default grid and on Karras, the same two-schedule choice a user has."""
+    options = getattr(cls, "Options", None)
+    fields = getattr(options, "__dataclass_fields__", {})
+    return (process.supports("edm_view") and "grid" in fields and "sigma_min" in fields
+            and fields["grid"].default != "karras")
+
+
 def our_specs(process: Process, budgets: tuple[int, ...] = BUDGETS, samplers: list[str] | None = None,
-              ggf_eps_rel: tuple[float, ...] = GGF_EPS_REL) -> list[RunSpec]:
+              ggf_eps_rel: tuple[float, ...] = GGF_EPS_REL, variants: bool = True) -> list[RunSpec]:
     """Every registered sampler (or ``samplers``) that supports ``process``, with default options, at every budget
-    it can meet (budgets below a sampler's minimum NFE are left out); adaptive samplers over a tolerance sweep."""
+    it can meet (budgets below a sampler's minimum NFE are left out); adaptive samplers over a tolerance sweep.
+    ``variants``: EDM-view samplers whose default grid is not Karras run on the Karras grid too (``karras_variant``);
+    a name ``NAME@karras`` in ``samplers`` selects that variant alone (to add it to stored parts)."""
     names = list_samplers() if samplers is None else samplers
-    unknown = [n for n in names if n not in SAMPLERS]
+    unknown = [n for n in names if n.removesuffix(KARRAS) not in SAMPLERS]
     if unknown:
         raise ValueError(f"unknown sampler(s) {unknown}; registered: {', '.join(list_samplers())}")
     specs: list[RunSpec] = []
-    for name in names:
+    for entry in names:
+        name, only_variant = entry.removesuffix(KARRAS), entry.endswith(KARRAS)
         cls = SAMPLERS.get(name)
         if not cls.supports(process):
             continue
@@ -73,5 +89,8 @@ def our_specs(process: Process, budgets: tuple[int, ...] = BUDGETS, samplers: li
                 get_sampler(name, nfe=b)
             except SamplerError:
                 continue
-            specs.append(RunSpec("fastdiff", name, budget=b))
+            if not only_variant:
+                specs.append(RunSpec("fastdiff", name, budget=b))
+            if (variants or only_variant) and karras_variant(cls, process):
+                specs.append(RunSpec("fastdiff", name, budget=b, options={"grid": "karras"}, variant="karras"))
     return specs

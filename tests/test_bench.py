@@ -12,7 +12,7 @@ from benchmarks.biased import BiasedScore, perturbed
 from benchmarks.noise import BatchNoise
 from benchmarks.quality import QualityConfig, SlicedW1, run_quality
 from benchmarks.report import assemble
-from benchmarks.specs import RunSpec, our_specs
+from benchmarks.specs import RunSpec, build_sampler, our_specs
 from benchmarks.tables import bucket, quality_markdown, verdict
 from fastdiff.metrics.toy import sliced_wasserstein
 from fastdiff.oracle import GaussianMixture
@@ -170,3 +170,14 @@ def test_probe_parses_specs_and_rejects_wrong_arguments(capsys: pytest.CaptureFi
     assert parse_spec("ours:exp_ode,t_eps=1e-4,order=2") == ("fastdiff", "exp_ode", {"t_eps": 1e-4, "order": 2})
     assert parse_spec("peer:d:deis_3_karras") == ("peer", "d:deis_3_karras", {})
     assert main(["vp/rings2d"]) == 2 and "probe.py" in capsys.readouterr().err
+
+
+def test_edm_view_samplers_off_karras_also_run_on_the_karras_grid() -> None:
+    """The benchmark runs ours on the same two schedules the peers get: default and Karras (``karras_variant``)."""
+    specs = our_specs(VP(), (10,), ["unipc", "dpmpp_2m", "exp_ode"])
+    assert [(s.label, s.options.get("grid")) for s in specs] == [
+        ("unipc", None), ("unipc@karras", "karras"), ("dpmpp_2m", None), ("exp_ode", None)]
+    assert build_sampler(specs[1]).options.grid == "karras" and build_sampler(specs[0]).options.grid == "logsnr"
+    assert len(our_specs(VP(), (10,), ["unipc"], variants=False)) == 1
+    only = our_specs(VP(), (10,), ["unipc@karras", "dpmpp_2m@karras"])  # dpmpp_2m is on Karras already: no variant
+    assert [s.label for s in only] == ["unipc@karras"]

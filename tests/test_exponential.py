@@ -16,6 +16,7 @@ from fastdiff.oracle import GaussianMixture
 from fastdiff.processes import PSLD, VE, VP
 from fastdiff.samplers import NoiseSource, SamplerError, SamplingNaNError, get_sampler
 from fastdiff.samplers.flow_frame import FlowFrame
+from fastdiff.samplers.exponential import END_TIME_NFE
 from gaussian_reference import moment_errors, slope
 
 PROCESSES = {"ve": lambda: VE(sigma_min=0.01, sigma_max=5.0), "vp": VP, "psld": PSLD}
@@ -283,11 +284,25 @@ def _errors(pname, prediction, order, grid, steps):
     out = []
     for n in steps:
         res = get_sampler("exp_ode", steps=n, order=order, prediction=prediction, grid=grid, tau="logsnr",
-                          final_denoise=False,
+                          final_denoise=False, t_eps=te,  # the closed form ends at t_eps_sample
                           dtype="float64").sample(conv.GAUSS.score_fn(process), process, (len(conv.SEEDS), 2),
                                                   seeds=conv.SEEDS)
         out.append((res.state - ref).norm(dim=1).mean().item())
     return out
+
+
+@pytest.mark.parametrize("pname", ["vp", "psld", "ve"])
+def test_exp_ode_default_end_time_follows_the_budget(pname):
+    """t_eps=None: the grid ends at t_eps_sample up to END_TIME_NFE, then at t_eps_sample (END_TIME_NFE / NFE)^2,
+    clamped at t_eps_train (written out independently here); an explicit t_eps always wins."""
+    process = PROCESSES[pname]()
+    te, tt = float(process.t_eps_sample), float(process.t_eps_train)
+    for nfe, want in [(8, te), (END_TIME_NFE, te), (35, te * (END_TIME_NFE / 35) ** 2),
+                      (100, te * (END_TIME_NFE / 100) ** 2), (10_000, tt)]:
+        sampler = get_sampler("exp_ode", nfe=nfe)
+        end = float(sampler.grid(process, torch.device("cpu"))[-1])
+        assert end == pytest.approx(max(want, tt), rel=1e-12), (nfe, end)
+    assert float(get_sampler("exp_ode", nfe=100, t_eps=2e-3).grid(process, torch.device("cpu"))[-1]) == pytest.approx(2e-3)
 
 
 def test_bad_orders_are_clear_errors():

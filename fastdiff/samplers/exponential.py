@@ -22,6 +22,7 @@ from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
 from .flow_frame import StepCoeffs, eta_coefficients, step_coefficients
+from .grids import time_grid
 from .noise import NoiseSource
 
 
@@ -105,16 +106,38 @@ class _ExpBase(TimeGridSampler):
         return _combine(process, co.M[i], z, [co.W[i, j] for j in range(p)], hist[:p], data)
 
 
+# Budget-aware end time of exp_ode (``t_eps=None``): the process's t_eps_sample up to END_TIME_NFE, then
+# t_eps_sample * (END_TIME_NFE / NFE)^2, never below t_eps_train (where the network's training stopped).
+# Why: the final Tweedie step at t_eps shrinks every mode's spread by sigma^2(t_eps) = O(t_eps) (over-sharp), while
+# the steps near the end grow with log(1 / t_eps); a converged solve can afford a later end. Chosen by measurement
+# (signed log-likelihood gap, n = 2000; benchmarks/results/frontier.md, "End time of exp_ode"): on PSLD and VP image64
+# the best fixed end time is 1e-3 at NFE <= 20, ~3e-4 at 35, 1e-4 at 50 and 3e-5..1e-4 at 100; the 2-D rings do not
+# move beyond 1 SE. On VE t_eps_sample = t_eps_train, so nothing changes there.
+END_TIME_NFE = 20
+
+
+def budget_end_time(process: Process, nfe: int) -> float:
+    """exp_ode's default end time at an NFE budget (see END_TIME_NFE)."""
+    shrink = min(1.0, (END_TIME_NFE / max(nfe, 1)) ** 2)
+    return max(float(process.t_eps_train), float(process.t_eps_sample) * shrink)
+
+
 @register_sampler("exp_ode")
 class ExponentialODE(_ExpBase):
     """Multistep exponential integrator of the PF-ODE in the flow frame (gDDIM / conjugate DDIM; Adams-type multistep).
 
     ``order`` 1 is DDIM on VE/VP and exact for a point-mass data law on every process; ``prediction`` "eps"
     keeps the network's two PSLD channels as they are, "data" projects them on a denoised x0 (DPM-Solver++-like).
+    ``t_eps=None`` ends at a budget-aware time (``budget_end_time``): later for larger NFE budgets.
     """
 
     def form(self) -> str:
         return "ode_data" if self.options.prediction == "data" else "ode_eps"
+
+    def grid(self, process: Process, device: torch.device) -> Tensor:
+        o = self.options
+        t_eps = budget_end_time(process, self.nfe) if o.t_eps is None else o.t_eps
+        return time_grid(o.grid, process, self.steps, t_eps, o.rho, device)
 
 
 @register_sampler("exp_sde")
