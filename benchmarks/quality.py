@@ -139,6 +139,7 @@ class QualityConfig:
     ggf_eps_rel: tuple[float, ...] | None = None
     k_rtols: tuple[float, ...] | None = None
     sde_tols: tuple[float, ...] | None = None
+    only: tuple[str, ...] | None = None  # problem keys to run (None: all); set by the parallel runner's workers
 
 
 @dataclass
@@ -149,12 +150,14 @@ class QualityResult:
     rows: list[Row]
     budgets: dict[str, tuple[int, ...]]  # problem key -> its NFE budgets
     missing_peers: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # summed over problems (one process each at a time)
+    wall_seconds: float | None = None  # wall clock of a parallel run (--jobs), when there was one
 
 
 def problems_of(cfg: QualityConfig) -> list[Problem]:
     out = [oracle_problem(p, t, s) for s in cfg.scenarios for t in cfg.targets for p in cfg.processes]
-    return out + [trained_problem(c) for c in cfg.ckpts]
+    out += [trained_problem(c) for c in cfg.ckpts]
+    return out if cfg.only is None else [p for p in out if p.key in cfg.only]
 
 
 def budgets_for(problem: Problem, cfg: QualityConfig) -> tuple[int, ...]:

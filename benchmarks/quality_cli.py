@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +36,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--processes", default=None, help=f"comma-separated subset of {','.join(PROCESSES)}")
     ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(TARGETS)}")
     ap.add_argument("--scenarios", default=None, help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes, the problems split over them (2 on a 2-core machine); same tables")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(meta.RESULTS), help="where quality.md/.csv go")
     ap.add_argument("--add", action="store_true",
@@ -87,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
     unknown = [name for name in cfg.samplers or [] if name.removesuffix(KARRAS) not in list_samplers()]
     if unknown:
         raise _bad(f"quality --samplers {','.join(unknown)} unknown", f"registered: {', '.join(list_samplers())}")
+    if args.jobs < 1:
+        raise _bad(f"quality --jobs {args.jobs}", "an integer >= 1")
     if cfg.n < 2 or cfg.n_ref < 2:
         raise _bad(f"quality --n {cfg.n} / --n-ref {cfg.n_ref}", "integers >= 2")
     for c in cfg.ckpts:
@@ -102,14 +108,18 @@ def parts_dir(cfg: QualityConfig) -> Path:
     return PARTS / f"n{cfg.n}_b{'-'.join(map(str, cfg.budgets))}_s{cfg.seed}"
 
 
-def assembled(cfg: QualityConfig) -> tuple[QualityResult, list[str]]:
-    """A result made of every stored part of this configuration, and the commands that made them."""
+def assembled(cfg: QualityConfig, keys: list[str] | None = None,
+              root: Path | None = None) -> tuple[QualityResult, list[str]]:
+    """A result made of every stored part of this configuration (or of the problems ``keys``), and the commands
+    that made them."""
     from benchmarks.quality_cache import load_parts, rebuild
 
     order = [f"{p}/{t}/{s}" for s in SCENARIOS + ("trained",) for t in (*TARGETS, "digits") for p in PROCESSES]
     res = QualityResult([], {}, {}, [], {}, [], 0.0)
     commands: list[str] = []
-    for part in load_parts(order, parts_dir(cfg)):
+    for part in load_parts(order, root or parts_dir(cfg)):
+        if keys is not None and part["problem"]["key"] not in keys:
+            continue
         prob, rows, stats = rebuild(part, Row)
         res.problems.append(prob)  # type: ignore[arg-type]
         res.rows += rows
@@ -127,8 +137,28 @@ def assembled(cfg: QualityConfig) -> tuple[QualityResult, list[str]]:
     return res, list(dict.fromkeys(commands))
 
 
+@dataclass(frozen=True)
+class PartStore:
+    """Stores each finished problem as a part (picklable, so the parallel runner's workers can use it)."""
+
+    cfg: QualityConfig
+    command: str
+    add: bool
+    root: Path | None = None  # where the parts go (default: parts_dir(cfg))
+
+    def __call__(self, problem: Problem, rows: list[Row], inst: Instrument | None, ref_error: float,
+                 budgets: tuple[int, ...], seconds: float) -> None:
+        from benchmarks.quality_cache import RefStats, save_part
+
+        cfg = self.cfg
+        stats = None if inst is None else RefStats(inst.ref_var, inst.m)
+        save_part(problem, rows, stats, ref_error, budgets, self.command, seconds, self.root or parts_dir(cfg),
+                  extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers}, add=self.add)
+
+
 def main(args: argparse.Namespace) -> None:
-    from benchmarks.quality_cache import RefStats, save_part
+    from benchmarks.quality import problems_of
+    from benchmarks.quality_jobs import run_parallel
     from benchmarks.tables import quality_markdown
 
     torch.set_num_threads(args.threads)
@@ -138,14 +168,15 @@ def main(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.assemble:
         res, commands = assembled(cfg)
+    elif args.jobs > 1:
+        start = time.perf_counter()
+        keys = [p.key for p in problems_of(cfg)]
+        run_parallel(cfg, keys, args.jobs, PartStore(cfg, command, args.add), threads=args.threads)
+        res, _ = assembled(cfg, keys)
+        res.wall_seconds, commands = time.perf_counter() - start, [command]
     else:
-        def store(problem: Problem, rows: list[Row], inst: Instrument | None, ref_error: float,
-                  budgets: tuple[int, ...], seconds: float) -> None:
-            stats = None if inst is None else RefStats(inst.ref_var, inst.m)
-            save_part(problem, rows, stats, ref_error, budgets, command, seconds, parts_dir(cfg),
-                      extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers}, add=args.add)
-
-        res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), on_problem=store)
+        res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True),
+                          on_problem=PartStore(cfg, command, args.add))
         commands = [command]
     write_csv(res.rows, out / "quality.csv")
     text = quality_markdown(res, cfg, commands)

@@ -177,6 +177,14 @@ def nfe_check(rows: list["Row"]) -> str:
     return text
 
 
+def total_time(res: "QualityResult") -> str:
+    """The run time line: summed over problems, and the wall clock of a parallel run."""
+    line = f"Total run time: {res.seconds / 60:.1f} min summed over problems"
+    if res.wall_seconds is not None:
+        line += f"; wall clock {res.wall_seconds / 60:.1f} min (problems split over worker processes, `--jobs`)"
+    return line + "."
+
+
 def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str | list[str]) -> str:
     """The full benchmarks/results/quality.md."""
     peers_line = (f"Peers: {MISSING} — missing: {', '.join(res.missing_peers)}." if res.missing_peers else
@@ -206,7 +214,7 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str |
         f"pathwise RMS error to a reference solve (edm_heun at NFE {cfg.ref_nfe} on VE/VP, exp_ode at 1.5 x that "
         "on PSLD) from the same prior draws. SE of a cell's D: the larger of the paired and the "
         "independent-samples SE. Trained digits: fd_digits ± bootstrap SE. SW1/MMD² are in "
-        "quality.csv.", "", peers_line, "", f"Total run time: {res.seconds / 60:.1f} min.", ""])
+        "quality.csv.", "", peers_line, "", total_time(res), ""])
     head, losses, counts = headline(res)
     lines += ["### Headline: our best vs the peers' best per cell", "",
               f"All cells: won {counts['won']}, tie {counts['tie']}, lost {counts['lost']}; at NFE ≤ {LOW_NFE}: won "
