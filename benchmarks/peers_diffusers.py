@@ -10,6 +10,10 @@ The prior draw is the same as k-diffusion's (x~ = hi * eps), one model call per 
 
 Variants: ``*_karras`` (use_karras_sigmas, final sigma 0 after the last Karras point: the issue's competitive ones)
 and ``*_default`` (the scheduler's default linspace timesteps, whose last point jumps straight to sigma = 0).
+Except DEIS: diffusers 0.42.1's DEISMultistepScheduler has no ``final_sigmas_type``; its sigma list ends with the
+training schedule's smallest sigma (here ``lo``) instead of 0, twice on the Karras grid. So its last step is a no-op
+that still costs a model call, and the sample keeps noise of std ``lo`` (0.01 on VE, 0.002 on VP): at NFE N it is
+N - 1 steps and no final denoise. Run as the library ships it.
 """
 from __future__ import annotations
 

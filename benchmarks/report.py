@@ -19,7 +19,7 @@ Reproduce (from the repository root; `benchmarks` is a package of the repository
 ```bash
 bash benchmarks/setup_peers.sh              # .venv-bench: fastdiff + k-diffusion + diffusers + torchsde + torchdiffeq (peers only)
 .venv-bench/bin/python -m benchmarks checkpoints          # trains the small toy2d/digits networks when not cached
-.venv-bench/bin/python -m benchmarks quality --trained    # every mixture problem + the cached networks
+.venv-bench/bin/python -m benchmarks quality --trained --jobs 2   # every mixture problem + the cached networks, 2 cores
 #   or split into short commands (one per problem), then assemble:
 .venv-bench/bin/python -m benchmarks quality --processes vp --targets image64
 .venv-bench/bin/python -m benchmarks quality --assemble

@@ -204,7 +204,9 @@ def quality_markdown(res: "QualityResult", cfg: "QualityConfig", commands: str |
         f"{', '.join(map(str, cfg.budgets))} (toy2d networks up to {cfg.trained_max_nfe}; digits networks up to "
         f"{cfg.digits_max_nfe} with n = {min(cfg.n, cfg.n_digits)}: a U-Net call costs ~100x an oracle's); fixed-step samplers run "
         "at the largest step count whose NFE fits, adaptive ones sit in the smallest column their measured NFE fits. "
-        "Every registered fastdiff sampler with default options.", "",
+        "Every registered fastdiff sampler with default options; the EDM-view ones whose default grid is not Karras "
+        "also on the Karras grid (`NAME@karras`), as the peers run on Karras grids and (diffusers) their default "
+        "schedule.", "",
         "Primary metric on the mixtures (exact density p): the signed log-likelihood gap "
         "E_exact[log p] − mean log p(samples) (> 0 blurred, < 0 over-sharp) ± its empirical SE, with a reference "
         f"of {cfg.n_ref} exact samples (`benchmarks/instrument.py`). Alongside: dispersion ratio (samples assigned to "
