@@ -264,3 +264,18 @@ def test_digits_fd_separates_real_digits_from_noise() -> None:
     assert se_real > 0 and se_noise > 0
     assert v_noise - v_real > 2 * math.hypot(se_real, se_noise)
     assert v_real < 0.2 * v_noise
+
+
+@pytest.mark.skipif(not diffusers_present, reason="diffusers not installed (benchmarks/setup_peers.sh)")
+def test_diffusers_deis_ends_at_the_smallest_sigma_without_a_denoise() -> None:
+    """What peers_diffusers documents: DEIS's Karras sigmas end with lo twice (a no-op last step), UniPC's with 0."""
+    from benchmarks.peers_diffusers import make_scheduler
+    from fastdiff.samplers.grids import edm_sigma_range
+
+    proc = VE()
+    lo, hi = edm_sigma_range(proc)
+    deis = make_scheduler("d:deis_3_karras", proc, lo, hi, 6).sigmas.double()
+    unipc = make_scheduler("d:unipc_bh2_o2_karras", proc, lo, hi, 6).sigmas.double()
+    # float32 sigmas from a float32 cumprod of 1000 betas: relative error ~1e-3 at most (measured 1.3e-4 on VE)
+    assert float(deis[-1]) == float(deis[-2]) == pytest.approx(lo, rel=1e-3)
+    assert float(unipc[-1]) == 0.0 and float(unipc[-2]) == pytest.approx(lo, rel=1e-3)
