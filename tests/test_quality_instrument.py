@@ -238,7 +238,8 @@ def test_quality_rejects_bad_budgets_before_any_work(tmp_path, capsys: pytest.Ca
 
     ap = argparse.ArgumentParser()
     quality_cli.add_arguments(ap)
-    for bad in (["--budgets", "5,x"], ["--budgets", "0,5"], ["--n", "1"], ["--targets", "image65"]):
+    for bad in (["--budgets", "5,x"], ["--budgets", "0,5"], ["--n", "1"], ["--targets", "image65"], ["--jobs", "0"],
+                ["--samplers", "unipc@kerras"]):
         with pytest.raises(SystemExit) as err:
             quality_cli.config_from_args(ap.parse_args(bad + ["--out-dir", str(tmp_path)]))
         assert err.value.code == 2
