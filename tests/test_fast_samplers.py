@@ -247,9 +247,23 @@ def test_unipc_matches_the_interpolatory_reference(pname, order, variant, correc
     process, steps = PROCESSES[pname](), 8
     sig = grid_of(process, steps)
     x0 = first_draws(SEEDS, (2,)) * sig[0]
-    res = run("unipc", process, steps=steps, order=order, variant=variant, corrector=corrector)
+    res = run("unipc", process, steps=steps, order=order, variant=variant, corrector=corrector,
+              sigma_min=0.002)  # grid_of's EDM range; the budget-aware default end is tested below
     assert res.nfe == steps
     torch.testing.assert_close(res.state, unipc_reference(sig, x0, order, variant, corrector), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("pname", ["ve", "vp"])
+def test_unipc_default_end_follows_the_budget(pname):
+    """sigma_min=None: the last nonzero sigma is 0.01 up to 20 NFE, EDM's 0.002 beyond, clipped to the process's
+    range (VE's floor is sigma(t_eps_sample) = 0.01); an explicit sigma_min wins."""
+    process = PROCESSES[pname]()
+    floor = edm_range(process)[0]
+    for nfe, want in [(5, 0.01), (20, 0.01), (21, 0.002), (100, 0.002)]:
+        sig = get_sampler("unipc", nfe=nfe).sigmas(process, torch.device("cpu"))
+        assert float(sig[-1]) == 0.0 and float(sig[-2]) == pytest.approx(max(want, floor), rel=1e-9), (nfe, sig)
+    sig = get_sampler("unipc", nfe=8, sigma_min=0.05).sigmas(process, torch.device("cpu"))
+    assert float(sig[-2]) == pytest.approx(0.05, rel=1e-9)
 
 
 # ---- linear multistep in sigma ------------------------------------------------------------------------------

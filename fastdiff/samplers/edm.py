@@ -69,9 +69,13 @@ class GridEDMSampler(EDMSampler):
     class Options(EDMSampler.Options):
         grid: SigmaGrid = "karras"
 
+    def end_sigma(self) -> float:
+        """The smallest nonzero noise level asked for (before clipping to the process's range): ``sigma_min``."""
+        return self.options.sigma_min
+
     def sigmas(self, process: EDMView, device: torch.device) -> Tensor:
         """``steps`` noise levels of the chosen grid on the clipped EDM range, with 0 appended (float64)."""
-        lo, hi = edm_sigma_range(process, self.options.sigma_min, self.options.sigma_max)
+        lo, hi = edm_sigma_range(process, self.end_sigma(), self.options.sigma_max)
         grid = sigma_grid(self.options.grid, process, self.steps, lo, hi, self.options.rho)
         return torch.cat([grid, grid.new_zeros(1)]).to(device)
 
