@@ -4,9 +4,10 @@
     python benchmarks/probe.py psld/image64,vp/image64 "ours:exp_ode;ours:exp_ode,t_eps=1e-4" 8,10,20,35,50,100
     python benchmarks/probe.py vp/rings2d "ours:deis;peer:d:deis_3_karras" 5,6,8
 
-PROBLEMS: process/target pairs (exact score). SPECS: ';'-separated ``ours:NAME[,key=value...]`` (values are Python
-literals) or ``peer:NAME``. Prints ``NFE:gap±SE/p<pathwise error>`` per budget (n = 2000, the benchmark's reference
-sample and reference solve). Used for the end-time table of benchmarks/results/frontier.md.
+PROBLEMS: process/target pairs (exact score) or checkpoint paths (``*.ckpt``: a trained network). SPECS:
+';'-separated ``ours:NAME[,key=value...]`` (values are Python literals) or ``peer:NAME``. Prints
+``NFE:gap±SE/p<pathwise error>`` per budget (n = 2000, digits networks 500; the benchmark's reference sample and
+reference solve). Used for the end-time tables of benchmarks/results/frontier.md.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import torch
 
 from benchmarks.instrument import Instrument
-from benchmarks.problems import oracle_problem
+from benchmarks.problems import oracle_problem, trained_problem
 from benchmarks.quality import QualityConfig, reference_solve, run_one
 from benchmarks.specs import RunSpec
 
@@ -42,9 +43,14 @@ def main(argv: list[str]) -> int:
     cfg = QualityConfig(n=2000, n_ref=40000)
     budgets = [int(b) for b in argv[2].split(",")]
     for key in argv[0].split(","):
-        process, target = key.split("/")
-        problem = oracle_problem(process, target, "exact")
-        instrument = Instrument(problem.mixture, cfg.n, n_ref=cfg.n_ref, secondary=False)
+        if key.endswith(".ckpt"):  # a trained toy2d or digits network (digits: fd_digits at n = 500)
+            problem = trained_problem(key)
+            key = problem.key
+        else:
+            process, target = key.split("/")
+            problem = oracle_problem(process, target, "exact")
+        instrument = (None if problem.mixture is None else
+                      Instrument(problem.mixture, cfg.n, n_ref=cfg.n_ref, secondary=False))
         x_ref, _ = reference_solve(problem, cfg)
         for text in argv[1].split(";"):
             family, name, options = parse_spec(text)
@@ -53,7 +59,7 @@ def main(argv: list[str]) -> int:
                 r = run_one(RunSpec(family, name, budget=b, options=options), problem, cfg, instrument, x_ref)
                 path = float("nan") if r.path is None else r.path
                 cells.append(f"{b}:{r.gap:+.2f}±{r.gap_se:.2f}/p{path:.3f}" if r.status == "ok" else f"{b}:{r.status}")
-            print(f"{key:14s} {text:40s} " + "  ".join(cells), flush=True)
+            print(f"{key:20s} {text:40s} " + "  ".join(cells), flush=True)
     return 0
 
 
