@@ -280,8 +280,12 @@ class TimeGridSampler(StepSampler):
     def nfe_for(self, steps: int) -> int:
         return steps * self.nfe_per_step + int(self.options.final_denoise)
 
+    def end_time(self, process: Process) -> float | None:
+        """Where the grid ends: the ``t_eps`` option (None: the process's t_eps_sample)."""
+        return self.options.t_eps
+
     def grid(self, process: Process, device: torch.device) -> Tensor:
-        return time_grid(self.options.grid, process, self.steps, self.options.t_eps, self.options.rho, device)
+        return time_grid(self.options.grid, process, self.steps, self.end_time(process), self.options.rho, device)
 
     def run(self, score: CountedScore, process: Process, shape: tuple[int, ...], noise: NoiseSource,
             device: torch.device) -> Tensor:

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..processes.base import EDMView, append_dims
 from . import register_sampler
 from .base import CountedScore, SamplerError, StepSampler
-from .grids import edm_sigma_range, karras_sigmas, sigma_grid
+from .grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN, edm_sigma_range, karras_sigmas, sigma_grid
 from .noise import NoiseSource
 
 
@@ -36,12 +36,16 @@ class EDMSampler(StepSampler):
     @dataclass
     class Options(StepSampler.Options):
         rho: float = 7.0
-        sigma_min: float = 0.002
-        sigma_max: float = 80.0
+        sigma_min: float = EDM_SIGMA_MIN
+        sigma_max: float = EDM_SIGMA_MAX
+
+    def end_sigma(self) -> float:
+        """The smallest nonzero noise level asked for (before clipping to the process's range): ``sigma_min``."""
+        return self.options.sigma_min
 
     def sigmas(self, process: EDMView, device: torch.device) -> Tensor:
         """Karras grid clipped to the process's trained range, with 0 appended (float64)."""
-        lo, hi = edm_sigma_range(process, self.options.sigma_min, self.options.sigma_max)
+        lo, hi = edm_sigma_range(process, self.end_sigma(), self.options.sigma_max)
         grid = karras_sigmas(self.steps, lo, hi, self.options.rho)
         return torch.cat([grid, grid.new_zeros(1)]).to(device)
 
@@ -68,10 +72,6 @@ class GridEDMSampler(EDMSampler):
     @dataclass
     class Options(EDMSampler.Options):
         grid: SigmaGrid = "karras"
-
-    def end_sigma(self) -> float:
-        """The smallest nonzero noise level asked for (before clipping to the process's range): ``sigma_min``."""
-        return self.options.sigma_min
 
     def sigmas(self, process: EDMView, device: torch.device) -> Tensor:
         """``steps`` noise levels of the chosen grid on the clipped EDM range, with 0 appended (float64)."""

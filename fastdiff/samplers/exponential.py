@@ -22,7 +22,6 @@ from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, TimeGridSampler
 from .flow_frame import StepCoeffs, eta_coefficients, step_coefficients
-from .grids import time_grid
 from .noise import NoiseSource
 
 
@@ -136,10 +135,9 @@ class ExponentialODE(_ExpBase):
     def form(self) -> str:
         return "ode_data" if self.options.prediction == "data" else "ode_eps"
 
-    def grid(self, process: Process, device: torch.device) -> Tensor:
-        o = self.options
-        t_eps = budget_end_time(process, self.nfe) if o.t_eps is None else o.t_eps
-        return time_grid(o.grid, process, self.steps, t_eps, o.rho, device)
+    def end_time(self, process: Process) -> float:
+        t_eps = self.options.t_eps
+        return budget_end_time(process, self.nfe) if t_eps is None else t_eps
 
 
 @register_sampler("exp_sde")

@@ -95,7 +95,11 @@ def sigma_grid(kind: str, process: Process, n: int, sigma_min: float, sigma_max:
     raise ValueError(f"unknown sigma grid {kind!r}; allowed: {', '.join(SIGMA_GRIDS)}")
 
 
-def edm_sigma_range(process: Process, sigma_min: float = 0.002, sigma_max: float = 80.0) -> tuple[float, float]:
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # Karras et al. 2022's noise range: the EDM-view samplers' defaults
+
+
+def edm_sigma_range(process: Process, sigma_min: float = EDM_SIGMA_MIN,
+                    sigma_max: float = EDM_SIGMA_MAX) -> tuple[float, float]:
     """The Karras defaults [0.002, 80] clipped to the range the process covers on [t_eps_sample, T]."""
     lo, hi = process.sigma_range()
     return max(sigma_min, lo), min(sigma_max, hi)

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..processes.base import Process
 from . import register_sampler
 from .base import CountedScore, SamplerError, StepSampler
+from .grids import EDM_SIGMA_MAX, EDM_SIGMA_MIN
 from .noise import NoiseSource
 from .restart_intervals import PRESETS, PUBLISHED_CHURN, PlannedRestart, RestartBudget, RestartFields, parse_intervals
 from .restart_sigma import RestartSigma
@@ -38,8 +39,8 @@ class Restart(RestartBudget, StepSampler):
         preset: str | None = None  # one of PRESETS: fixes steps (N_main), intervals and the published churn
         space: Literal["sigma", "t"] | None = None  # None: sigma on EDM-view processes, t otherwise
         rho: float = 7.0
-        sigma_min: float = 0.002  # sigma variant: Karras range (clipped to the process's)
-        sigma_max: float = 80.0
+        sigma_min: float = EDM_SIGMA_MIN  # sigma variant: Karras range (clipped to the process's)
+        sigma_max: float = EDM_SIGMA_MAX
         grid: Literal["uniform", "quadratic", "karras", "logsnr"] = "karras"  # t variant: main grid
         t_eps: float | None = None  # t variant: end time (default: the process's t_eps_sample)
 

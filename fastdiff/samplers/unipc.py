@@ -12,6 +12,7 @@ from ..processes.base import EDMView
 from . import register_sampler
 from .base import CountedScore, SamplerError
 from .edm import GridEDMSampler, SigmaGrid, edm_denoise
+from .grids import EDM_SIGMA_MIN
 from .noise import NoiseSource
 
 
@@ -54,7 +55,6 @@ def unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float,
 # budget 5-20 and the |gap| at most of them (VP digits NFE 5: fd +1.22 vs +5.36); deis did not gain, so it is unipc's.
 LOW_BUDGET_END_SIGMA = 0.01
 LOW_BUDGET_NFE = 20
-EDM_SIGMA_MIN = 0.002
 
 
 def budget_end_sigma(nfe: int) -> float:
