@@ -11,7 +11,8 @@ from fastdiff.samplers import Sampler, SamplerError, get_sampler, list_samplers
 BUDGETS: tuple[int, ...] = (5, 6, 8, 10, 15, 20, 35, 50, 100)
 # ggf's tolerance sweep: eps_rel, with eps_abs kept at the default ratio eps_abs / eps_rel = 0.0078 / 0.05
 GGF_EPS_REL: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02)
-KARRAS = "@karras"  # label suffix of the Karras-grid variant of one of our samplers
+KARRAS_VARIANT = "karras"  # the variant name of one of our samplers run on the Karras grid
+KARRAS = f"@{KARRAS_VARIANT}"  # its label suffix (RunSpec.label: method@variant)
 
 
 @dataclass(frozen=True)
@@ -92,5 +93,5 @@ def our_specs(process: Process, budgets: tuple[int, ...] = BUDGETS, samplers: li
             if not only_variant:
                 specs.append(RunSpec("fastdiff", name, budget=b))
             if (variants or only_variant) and karras_variant(cls, process):
-                specs.append(RunSpec("fastdiff", name, budget=b, options={"grid": "karras"}, variant="karras"))
+                specs.append(RunSpec("fastdiff", name, budget=b, options={"grid": "karras"}, variant=KARRAS_VARIANT))
     return specs
