@@ -78,6 +78,10 @@ def merge_into(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return new
     old = torch.load(path, weights_only=True)
+    if old.get("n_samples", new.get("n_samples")) != new.get("n_samples", old.get("n_samples")):
+        # rows of different sample sizes would share one table line and one paired comparison
+        raise ValueError(f"--add: the part {path} ran with n = {old['n_samples']}, this run with n = "
+                         f"{new['n_samples']}; rerun the whole problem instead (no --add)")
     ran = {(r["family"], r["label"], r["budget"]) for r in new["rows"]}
     keep = [i for i, r in enumerate(old["rows"]) if (r["family"], r["label"], r["budget"]) not in ran]
     merged = dict(new)

@@ -130,6 +130,8 @@ def assembled(cfg: QualityConfig, keys: list[str] | None = None,
         res.seconds += part["seconds"]
         cfg.n_ref = part.get("n_ref", cfg.n_ref)  # as the parts ran
         cfg.ref_nfe, cfg.peers = part.get("ref_nfe", cfg.ref_nfe), part.get("peers", cfg.peers)
+        if not part["problem"]["has_density"]:  # digits: the table states the n these parts ran with
+            cfg.n_digits = part.get("n_samples", cfg.n_digits)
         commands.append(part["command"])
     if not res.problems:
         raise _bad(f"quality --assemble found no parts in {parts_dir(cfg)}",
@@ -148,12 +150,14 @@ class PartStore:
 
     def __call__(self, problem: Problem, rows: list[Row], inst: Instrument | None, ref_error: float,
                  budgets: tuple[int, ...], seconds: float) -> None:
+        from benchmarks.quality import n_of
         from benchmarks.quality_cache import RefStats, save_part
 
         cfg = self.cfg
         stats = None if inst is None else RefStats(inst.ref_var, inst.m)
         save_part(problem, rows, stats, ref_error, budgets, self.command, seconds, self.root or parts_dir(cfg),
-                  extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers}, add=self.add)
+                  extra={"n_ref": cfg.n_ref, "ref_nfe": cfg.ref_nfe, "peers": cfg.peers,
+                         "n_samples": n_of(problem, cfg)}, add=self.add)
 
 
 def main(args: argparse.Namespace) -> None:

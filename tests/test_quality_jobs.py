@@ -1,6 +1,8 @@
 """The quality benchmark's parallel runner: problem split and same rows as a one-process run."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from benchmarks.quality import QualityConfig, run_quality
@@ -36,3 +38,25 @@ def test_parallel_run_gives_the_rows_of_a_one_process_run(tmp_path) -> None:
     got = {(r.problem, r.label, r.budget): (r.gap, r.gap_se, r.path) for r in par.rows}
     want = {(r.problem, r.label, r.budget): (r.gap, r.gap_se, r.path) for r in one}
     assert got == want and len(want) == 8  # bit-equal: per-sample seeds, one thread either way
+
+
+def _digits_like_problem() -> SimpleNamespace:
+    """What PartStore reads of a problem without an exact density (a digits network), without the network."""
+    return SimpleNamespace(key="vp/digits/trained", title="t", note="", scenario="trained", mixture=None)
+
+
+def test_a_part_records_its_sample_size_and_the_table_states_it(tmp_path) -> None:
+    """The digits networks' n is not in the parts directory's name (that is the oracles' n), so each part records
+    the n it ran with and assembling restores it: a table must not claim the n of the assembling command."""
+    ran = QualityConfig(n=2000, n_digits=2000)
+    PartStore(ran, "ran", False, tmp_path)(_digits_like_problem(), [], None, 0.0, (5,), 1.0)
+    later = QualityConfig(n=2000, n_digits=500)
+    assembled(later, None, tmp_path)
+    assert later.n_digits == 2000
+
+
+def test_add_refuses_to_merge_rows_of_another_sample_size(tmp_path) -> None:
+    PartStore(QualityConfig(n=2000, n_digits=500), "a", False, tmp_path)(_digits_like_problem(), [], None, 0.0, (5,), 1.0)
+    with pytest.raises(ValueError, match="n = 500, this run with n = 2000"):
+        PartStore(QualityConfig(n=2000, n_digits=2000), "b", True, tmp_path)(
+            _digits_like_problem(), [], None, 0.0, (5,), 1.0)
