@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import signal
 from typing import Any, Callable
 
 COST_MINUTES = {"digits": 10.0, "trained": 8.0, "image64": 5.0, "rings2d": 2.0}
@@ -47,15 +48,31 @@ def _worker(cfg: Any, keys: list[str], store: Callable[..., None], threads: int)
                 on_problem=store)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_parallel(cfg: Any, keys: list[str], jobs: int, store: Callable[..., None], threads: int = 1) -> None:
     """Run the problems ``keys`` of ``cfg`` in ``jobs`` spawned processes; each stores its parts through ``store``
     (a picklable module-level callable). Raises if a worker fails."""
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
-    procs = [ctx.Process(target=_worker, args=(cfg, group, store, threads)) for group in split(keys, jobs)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    procs = [ctx.Process(target=_worker, args=(cfg, group, store, threads), daemon=True)
+             for group in split(keys, jobs)]
+    # SIGTERM to the parent (kill, a scheduler) would otherwise leave the workers running and writing parts
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except BaseException:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=30)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"quality: {len(failed)} worker(s) failed (exit codes {failed}); see the log above")

@@ -1,6 +1,10 @@
 """The quality benchmark's parallel runner: problem split and same rows as a one-process run."""
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import signal
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -60,3 +64,17 @@ def test_add_refuses_to_merge_rows_of_another_sample_size(tmp_path) -> None:
     with pytest.raises(ValueError, match="n = 500, this run with n = 2000"):
         PartStore(QualityConfig(n=2000, n_digits=2000), "b", True, tmp_path)(
             _digits_like_problem(), [], None, 0.0, (5,), 1.0)
+
+
+@pytest.mark.slow  # ~10 s: two spawned interpreters
+def test_sigterm_to_the_parent_stops_its_workers(tmp_path) -> None:
+    """Killing the parent of a parallel run must not leave workers running (and writing parts) behind it."""
+    cfg = QualityConfig(n=200_000, n_ref=400, ref_nfe=400, budgets=(100,), processes=("ve", "vp"),
+                        targets=("rings2d",), samplers=["ode_euler"], peers=False)  # minutes of work per worker
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(SystemExit):
+        run_parallel(cfg, ["ve/rings2d/exact", "vp/rings2d/exact"], 2, PartStore(cfg, "test", False, tmp_path))
+    timer.join()
+    assert mp.active_children() == []
+    assert list(tmp_path.glob("*.pt")) == []  # no part was written
