@@ -20,6 +20,11 @@ Reproduce (from the repository root; `benchmarks` is a package of the repository
 bash benchmarks/setup_peers.sh              # .venv-bench: fastdiff + k-diffusion + diffusers + torchsde + torchdiffeq (peers only)
 .venv-bench/bin/python -m benchmarks checkpoints          # trains the small toy2d/digits networks when not cached
 .venv-bench/bin/python -m benchmarks quality --trained --jobs 2   # every mixture problem + the cached networks, 2 cores
+#   the recorded tables then rerun the digits networks at n = 2000 (~74 min on 2 cores; the default is 500):
+.venv-bench/bin/python -m benchmarks quality --only-trained --n-digits 2000 --jobs 3 \
+    --ckpt benchmarks/.cache/ckpts/digits_vp/checkpoints/last.ckpt --ckpt benchmarks/.cache/ckpts/digits_ve/checkpoints/last.ckpt \
+    --ckpt benchmarks/.cache/ckpts/digits_psld/checkpoints/last.ckpt
+.venv-bench/bin/python -m benchmarks quality --assemble   # quality.md from every stored part
 #   or split into short commands (one per problem), then assemble:
 .venv-bench/bin/python -m benchmarks quality --processes vp --targets image64
 .venv-bench/bin/python -m benchmarks quality --assemble
