@@ -268,16 +268,17 @@ def reference_solve(problem: Problem, cfg: QualityConfig) -> tuple[Tensor | None
 
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = lambda s: None,
-                on_problem: Callable[..., None] | None = None) -> QualityResult:
-    """Run every problem x spec of the config; ``on_problem(problem, rows, instrument, ref_error, budgets,
-    seconds)`` after each problem (the CLI stores it as a part)."""
+                on_problem: Callable[..., None] | None = None,
+                problems: list[Problem] | None = None) -> QualityResult:
+    """Run every problem x spec of the config (``problems``: the config's, already built); ``on_problem(problem,
+    rows, instrument, ref_error, budgets, seconds)`` after each problem (the CLI stores it as a part)."""
     from benchmarks import peers
 
     start = time.perf_counter()
     missing = peers.missing_peers() if cfg.peers else []
     if missing:
         log(f"{peers.MISSING}: {', '.join(missing)} missing; carrying on without them")
-    problems = problems_of(cfg)
+    problems = problems_of(cfg) if problems is None else problems
     instruments, ref_error, rows, budgets = {}, {}, [], {}
     for problem in problems:
         t0 = time.perf_counter()

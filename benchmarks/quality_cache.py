@@ -78,8 +78,10 @@ def merge_into(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return new
     old = torch.load(path, weights_only=True)
-    if old.get("n_samples", new.get("n_samples")) != new.get("n_samples", old.get("n_samples")):
-        # rows of different sample sizes would share one table line and one paired comparison
+    old_n, new_n = old.get("n_samples"), new.get("n_samples")  # None: a part stored before parts recorded n
+    if None not in (old_n, new_n) and old_n != new_n:
+        # rows of different sample sizes would share one table line and one paired comparison (the CLI refuses
+        # this before any work: quality_cli.refuse_other_n; this guards every other caller)
         raise ValueError(f"--add: the part {path} ran with n = {old['n_samples']}, this run with n = "
                          f"{new['n_samples']}; rerun the whole problem instead (no --add)")
     ran = {(r["family"], r["label"], r["budget"]) for r in new["rows"]}

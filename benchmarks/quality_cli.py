@@ -12,7 +12,8 @@ import torch
 from benchmarks import meta
 from benchmarks.instrument import Instrument
 from benchmarks.problems import PROCESSES, SCENARIOS, TARGETS, Problem
-from benchmarks.quality import QUICK_BUDGETS, QualityConfig, QualityResult, Row, run_quality, write_csv
+from benchmarks.quality import (QUICK_BUDGETS, QualityConfig, QualityResult, Row, n_of, problems_of, run_quality,
+                                write_csv)
 from benchmarks.specs import KARRAS
 from fastdiff.samplers import list_samplers
 
@@ -139,6 +140,19 @@ def assembled(cfg: QualityConfig, keys: list[str] | None = None,
     return res, list(dict.fromkeys(commands))
 
 
+def refuse_other_n(cfg: QualityConfig, problems: list[Problem], root: Path | None = None) -> None:
+    """--add merges this run's rows into the stored parts: before any work, refuse a problem whose stored part ran
+    with another n (its rows would share one table line and one paired comparison with this run's)."""
+    from benchmarks.quality_cache import part_path
+
+    for problem in problems:
+        path = part_path(problem.key, root or parts_dir(cfg))
+        stored = torch.load(path, weights_only=True).get("n_samples") if path.exists() else None
+        if stored is not None and stored != n_of(problem, cfg):
+            raise _bad(f"quality --add: the stored part of {problem.key} ran with n = {stored}, this run's is "
+                       f"{n_of(problem, cfg)}", "the stored part's --n / --n-digits, or no --add (the run replaces it)")
+
+
 @dataclass(frozen=True)
 class PartStore:
     """Stores each finished problem as a part (picklable, so the parallel runner's workers can use it)."""
@@ -150,7 +164,6 @@ class PartStore:
 
     def __call__(self, problem: Problem, rows: list[Row], inst: Instrument | None, ref_error: float,
                  budgets: tuple[int, ...], seconds: float) -> None:
-        from benchmarks.quality import n_of
         from benchmarks.quality_cache import RefStats, save_part
 
         cfg = self.cfg
@@ -161,26 +174,28 @@ class PartStore:
 
 
 def main(args: argparse.Namespace) -> None:
-    from benchmarks.quality import problems_of
     from benchmarks.quality_jobs import run_parallel
     from benchmarks.tables import quality_markdown
 
     torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     command = meta.command_line()
+    problems = [] if args.assemble else problems_of(cfg)
+    if args.add:
+        refuse_other_n(cfg, problems)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if args.assemble:
         res, commands = assembled(cfg)
     elif args.jobs > 1:
         start = time.perf_counter()
-        keys = [p.key for p in problems_of(cfg)]
+        keys = [p.key for p in problems]
         run_parallel(cfg, keys, args.jobs, PartStore(cfg, command, args.add), threads=args.threads)
         res, _ = assembled(cfg, keys)
         res.wall_seconds, commands = time.perf_counter() - start, [command]
     else:
         res = run_quality(cfg, log=lambda s: print(s, file=sys.stderr, flush=True),
-                          on_problem=PartStore(cfg, command, args.add))
+                          on_problem=PartStore(cfg, command, args.add), problems=problems)
         commands = [command]
     write_csv(res.rows, out / "quality.csv")
     text = quality_markdown(res, cfg, commands)

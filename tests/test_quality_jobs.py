@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks.quality import QualityConfig, run_quality
-from benchmarks.quality_cli import PartStore, assembled
+from benchmarks.quality_cli import PartStore, assembled, refuse_other_n
 from benchmarks.quality_jobs import cost_of, run_parallel, split
 
 
@@ -59,8 +59,15 @@ def test_a_part_records_its_sample_size_and_the_table_states_it(tmp_path) -> Non
     assert later.n_digits == 2000
 
 
-def test_add_refuses_to_merge_rows_of_another_sample_size(tmp_path) -> None:
+def test_add_refuses_to_merge_rows_of_another_sample_size(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any work (the CLI: one line, exit 2), and again where a part is merged (any other caller)."""
     PartStore(QualityConfig(n=2000, n_digits=500), "a", False, tmp_path)(_digits_like_problem(), [], None, 0.0, (5,), 1.0)
+    refuse_other_n(QualityConfig(n=2000, n_digits=500), [_digits_like_problem()], tmp_path)  # same n: accepted
+    with pytest.raises(SystemExit) as err:
+        refuse_other_n(QualityConfig(n=2000, n_digits=2000), [_digits_like_problem()], tmp_path)
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "ran with n = 500, this run's is 2000" in lines[0], lines
     with pytest.raises(ValueError, match="n = 500, this run with n = 2000"):
         PartStore(QualityConfig(n=2000, n_digits=2000), "b", True, tmp_path)(
             _digits_like_problem(), [], None, 0.0, (5,), 1.0)
